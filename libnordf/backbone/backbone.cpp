@@ -1,0 +1,87 @@
+#include <libnordf/backbone/backbone.h>
+#include <libnordf/backbone/convnext.h>
+#include <libnordf/backbone/vgg.h>
+#include <libnordf/core/registry.h>
+
+namespace nordf {
+
+void Backbone::check_input(const torch::Tensor& images) const {
+  TORCH_CHECK(images.dim() == 4, backbone_name_, ": expected N×3×H×W input, got ", images.dim(), "-D ",
+              images.sizes());
+  TORCH_CHECK(images.size(1) == 3, backbone_name_, ": expected 3 input channels, got ", images.size(1));
+  TORCH_CHECK(images.size(2) % 32 == 0 && images.size(3) % 32 == 0 && images.size(2) > 0 && images.size(3) > 0,
+              backbone_name_, ": height and width must be positive multiples of 32, got ", images.size(2), "×",
+              images.size(3));
+  TORCH_CHECK(images.is_floating_point(), backbone_name_, ": expected floating-point images, got ",
+              images.scalar_type());
+}
+
+torch::Tensor Backbone::forward(const torch::Tensor& images) {
+  check_input(images);
+  torch::Tensor x = images;
+  for (auto& layer : layers_) x = layer(x);
+  return x;
+}
+
+std::vector<torch::Tensor> Backbone::forward_layers(const torch::Tensor& images, const std::vector<int64_t>& layers) {
+  int64_t last = -1;
+  for (int64_t idx : layers) {
+    if (idx < 0 || idx >= num_layers())
+      throw std::invalid_argument(backbone_name_ + ": layer index " + std::to_string(idx) + " does not exist (it has " +
+                                  std::to_string(num_layers()) + " layers, 0.." + std::to_string(num_layers() - 1) + ")");
+    last = std::max(last, idx);
+  }
+  check_input(images);
+  std::vector<torch::Tensor> outputs(static_cast<size_t>(last + 1));
+  torch::Tensor x = images;
+  for (int64_t i = 0; i <= last; ++i) {
+    x = layers_[static_cast<size_t>(i)](x);
+    outputs[static_cast<size_t>(i)] = x;
+  }
+  std::vector<torch::Tensor> result;
+  result.reserve(layers.size());
+  for (int64_t idx : layers) result.push_back(outputs[static_cast<size_t>(idx)]);
+  return result;
+}
+
+namespace {
+
+using BackboneRegistry = Registry<std::shared_ptr<Backbone>, const BackboneOptions&>;
+
+// Built-ins are added explicitly here, once, on first use.
+BackboneRegistry& registry() {
+  static BackboneRegistry r("backbone");
+  static const bool filled = [] {
+    for (const char* size : {"tiny", "small", "base"}) {
+      const std::string name = std::string("convnext_") + size;
+      r.add(name, [name, size](const BackboneOptions& o) {
+        return std::make_shared<ConvNeXt>(name, convnext_config(size), o);
+      });
+    }
+    for (const char* size : {"atto", "femto", "pico", "nano", "tiny", "base"}) {
+      const std::string name = std::string("convnextv2_") + size;
+      r.add(name, [name, size](const BackboneOptions& o) {
+        return std::make_shared<ConvNeXtV2>(name, convnextv2_config(size), o);
+      });
+    }
+    r.add("vgg16", [](const BackboneOptions& o) { return std::make_shared<VGG16>(o); });
+    return true;
+  }();
+  (void)filled;
+  return r;
+}
+
+}  // namespace
+
+std::shared_ptr<Backbone> make_backbone(const std::string& name, const BackboneOptions& options) {
+  if (!(options.drop_path_rate() >= 0.0 && options.drop_path_rate() < 1.0))
+    throw std::invalid_argument("backbone '" + name + "': drop_path_rate must be in [0, 1), got " +
+                                std::to_string(options.drop_path_rate()));
+  return registry().make(name, options);
+}
+
+std::vector<std::string> backbone_names() { return registry().names(); }
+
+void register_backbone(const std::string& name, BackboneFactory factory) { registry().add(name, std::move(factory)); }
+
+}  // namespace nordf

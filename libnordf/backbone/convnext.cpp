@@ -1,0 +1,192 @@
+#include <libnordf/backbone/convnext.h>
+
+#include <stdexcept>
+
+namespace nordf {
+
+namespace F = torch::nn::functional;
+
+// ---- shared pieces -------------------------------------------------------------------------
+
+LayerNorm2dImpl::LayerNorm2dImpl(int64_t channels, double eps) : channels_(channels), eps_(eps) {
+  weight = register_parameter("weight", torch::ones({channels}));
+  bias = register_parameter("bias", torch::zeros({channels}));
+}
+
+torch::Tensor LayerNorm2dImpl::forward(const torch::Tensor& x) {
+  // Same computation as torchvision's LayerNorm2d: normalise over C in channels-last order.
+  auto y = torch::layer_norm(x.permute({0, 2, 3, 1}), {channels_}, weight, bias, eps_);
+  return y.permute({0, 3, 1, 2});
+}
+
+GRNImpl::GRNImpl(int64_t channels) {
+  gamma = register_parameter("gamma", torch::zeros({1, 1, 1, channels}));
+  beta = register_parameter("beta", torch::zeros({1, 1, 1, channels}));
+}
+
+torch::Tensor GRNImpl::forward(const torch::Tensor& x) {
+  // Official ConvNeXt-V2 GRN (channels-last input).
+  auto gx = torch::norm(x, 2, {1, 2}, /*keepdim=*/true);
+  auto nx = gx / (gx.mean(-1, /*keepdim=*/true) + 1e-6);
+  return torch::addcmul(beta + x, gamma, x * nx);
+}
+
+torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
+  if (!training || p <= 0.0) return x;
+  const double keep = 1.0 - p;
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[0] = x.size(0);
+  auto mask = torch::empty(shape, x.options()).bernoulli_(keep);
+  return x * mask / keep;
+}
+
+namespace {
+
+// torchvision and the official ConvNeXt code initialise Conv2d/Linear weights with
+// trunc_normal_(std=0.02) truncated at ±2 (absolute), which at this std is a plain normal.
+void init_convnext_weights(torch::nn::Module& root) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : root.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      conv->weight.normal_(0.0, 0.02);
+      if (conv->bias.defined()) conv->bias.zero_();
+    } else if (auto* lin = m->as<torch::nn::Linear>()) {
+      lin->weight.normal_(0.0, 0.02);
+      if (lin->bias.defined()) lin->bias.zero_();
+    }
+  }
+}
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t padding = 0, int64_t groups = 1) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(padding).groups(groups));
+}
+
+torch::nn::LayerNorm channels_last_norm(int64_t dim) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6));
+}
+
+std::vector<double> drop_path_rates(const std::array<int64_t, 4>& depths, double max_rate) {
+  int64_t total = 0;
+  for (auto d : depths) total += d;
+  std::vector<double> rates(static_cast<size_t>(total), 0.0);
+  for (int64_t i = 0; i < total && total > 1; ++i) rates[static_cast<size_t>(i)] = max_rate * i / (total - 1.0);
+  return rates;
+}
+
+}  // namespace
+
+// ---- V1 ------------------------------------------------------------------------------------
+
+ConvNeXtBlockImpl::ConvNeXtBlockImpl(int64_t dim, double layer_scale_init, double drop_path_prob)
+    : drop_path_(drop_path_prob) {
+  dwconv = conv(dim, dim, 7, 1, 3, dim);
+  norm = channels_last_norm(dim);
+  pwconv1 = torch::nn::Linear(dim, 4 * dim);
+  pwconv2 = torch::nn::Linear(4 * dim, dim);
+  // Index layout of torchvision's CNBlock.block: 0 conv, 1 permute, 2 norm, 3 linear, 4 GELU,
+  // 5 linear, 6 permute. forward() calls the parts directly; the Sequential only fixes the names.
+  block = register_module("block", torch::nn::Sequential(
+                                       dwconv, torch::nn::Functional([](torch::Tensor t) { return t; }), norm,
+                                       pwconv1, torch::nn::GELU(), pwconv2,
+                                       torch::nn::Functional([](torch::Tensor t) { return t; })));
+  layer_scale = register_parameter("layer_scale", torch::full({dim, 1, 1}, layer_scale_init));
+}
+
+torch::Tensor ConvNeXtBlockImpl::forward(const torch::Tensor& x) {
+  auto y = dwconv->forward(x).permute({0, 2, 3, 1});
+  y = pwconv2->forward(torch::gelu(pwconv1->forward(norm->forward(y))));
+  y = layer_scale * y.permute({0, 3, 1, 2});
+  return x + drop_path(y, drop_path_, is_training());
+}
+
+ConvNeXt::ConvNeXt(std::string name, const ConvNeXtConfig& config, const BackboneOptions& options)
+    : Backbone(std::move(name)), config_(config) {
+  const auto rates = drop_path_rates(config.depths, options.drop_path_rate());
+  features = torch::nn::ModuleList();
+  size_t block_id = 0;
+  for (size_t s = 0; s < 4; ++s) {
+    const int64_t dim = config.dims[s];
+    torch::nn::Sequential down;
+    if (s == 0) {
+      down->push_back(conv(3, dim, 4, 4));
+      down->push_back(LayerNorm2d(dim));
+    } else {
+      down->push_back(LayerNorm2d(config.dims[s - 1]));
+      down->push_back(conv(config.dims[s - 1], dim, 2, 2));
+    }
+    torch::nn::Sequential stage;
+    for (int64_t j = 0; j < config.depths[s]; ++j)
+      stage->push_back(ConvNeXtBlock(dim, options.layer_scale_init(), rates[block_id++]));
+    features->push_back(down);
+    features->push_back(stage);
+    add_layer(down);
+    add_layer(stage);
+  }
+  register_module("features", features);
+  init_convnext_weights(*this);
+}
+
+ConvNeXtConfig convnext_config(const std::string& size) {
+  // torchvision.models.convnext_{tiny,small,base}
+  if (size == "tiny") return {{3, 3, 9, 3}, {96, 192, 384, 768}};
+  if (size == "small") return {{3, 3, 27, 3}, {96, 192, 384, 768}};
+  if (size == "base") return {{3, 3, 27, 3}, {128, 256, 512, 1024}};
+  throw std::invalid_argument("unknown ConvNeXt size '" + size + "'; known: tiny, small, base");
+}
+
+// ---- V2 ------------------------------------------------------------------------------------
+
+ConvNeXtV2BlockImpl::ConvNeXtV2BlockImpl(int64_t dim, double drop_path_prob) : drop_path_(drop_path_prob) {
+  dwconv = register_module("dwconv", conv(dim, dim, 7, 1, 3, dim));
+  norm = register_module("norm", channels_last_norm(dim));
+  pwconv1 = register_module("pwconv1", torch::nn::Linear(dim, 4 * dim));
+  grn = register_module("grn", GRN(4 * dim));
+  pwconv2 = register_module("pwconv2", torch::nn::Linear(4 * dim, dim));
+}
+
+torch::Tensor ConvNeXtV2BlockImpl::forward(const torch::Tensor& x) {
+  auto y = dwconv->forward(x).permute({0, 2, 3, 1});
+  y = pwconv2->forward(grn->forward(torch::gelu(pwconv1->forward(norm->forward(y)))));
+  return x + drop_path(y.permute({0, 3, 1, 2}), drop_path_, is_training());
+}
+
+ConvNeXtV2::ConvNeXtV2(std::string name, const ConvNeXtConfig& config, const BackboneOptions& options)
+    : Backbone(std::move(name)), config_(config) {
+  const auto rates = drop_path_rates(config.depths, options.drop_path_rate());
+  downsample_layers = torch::nn::ModuleList();
+  stages = torch::nn::ModuleList();
+  size_t block_id = 0;
+  for (size_t s = 0; s < 4; ++s) {
+    const int64_t dim = config.dims[s];
+    torch::nn::Sequential down;
+    if (s == 0) {
+      down->push_back(conv(3, dim, 4, 4));
+      down->push_back(LayerNorm2d(dim));
+    } else {
+      down->push_back(LayerNorm2d(config.dims[s - 1]));
+      down->push_back(conv(config.dims[s - 1], dim, 2, 2));
+    }
+    torch::nn::Sequential stage;
+    for (int64_t j = 0; j < config.depths[s]; ++j) stage->push_back(ConvNeXtV2Block(dim, rates[block_id++]));
+    downsample_layers->push_back(down);
+    stages->push_back(stage);
+    add_layer(down);
+    add_layer(stage);
+  }
+  register_module("downsample_layers", downsample_layers);
+  register_module("stages", stages);
+  init_convnext_weights(*this);
+}
+
+ConvNeXtConfig convnextv2_config(const std::string& size) {
+  // Official ConvNeXt-V2 model definitions (convnextv2_atto … convnextv2_base).
+  if (size == "atto") return {{2, 2, 6, 2}, {40, 80, 160, 320}};
+  if (size == "femto") return {{2, 2, 6, 2}, {48, 96, 192, 384}};
+  if (size == "pico") return {{2, 2, 6, 2}, {64, 128, 256, 512}};
+  if (size == "nano") return {{2, 2, 8, 2}, {80, 160, 320, 640}};
+  if (size == "tiny") return {{3, 3, 9, 3}, {96, 192, 384, 768}};
+  if (size == "base") return {{3, 3, 27, 3}, {128, 256, 512, 1024}};
+  throw std::invalid_argument("unknown ConvNeXt-V2 size '" + size + "'; known: atto, femto, pico, nano, tiny, base");
+}
+
+}  // namespace nordf

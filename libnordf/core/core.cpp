@@ -1,0 +1,96 @@
+#include <libnordf/core/io.h>
+#include <libnordf/core/registry.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace nordf {
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i) out += ", ";
+    out += names[i];
+  }
+  return out;
+}
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+void fsync_path(const std::string& path, bool directory) {
+  int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) return;  // best effort for directories on filesystems that refuse it
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::function<void(std::ostream&)>& write) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error("cannot create directory '" + dir.string() + "': " + ec.message());
+
+  std::random_device rd;
+  const fs::path tmp = dir / ("." + target.filename().string() + ".tmp" + std::to_string(rd()));
+  try {
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out) throw std::runtime_error("cannot open '" + tmp.string() + "' for writing: " + errno_text());
+      write(out);
+      out.flush();
+      if (!out) throw std::runtime_error("write to '" + tmp.string() + "' failed");
+    }
+    fsync_path(tmp.string(), false);
+    if (std::rename(tmp.c_str(), target.c_str()) != 0)
+      throw std::runtime_error("cannot rename '" + tmp.string() + "' to '" + path + "': " + errno_text());
+    fsync_path(dir.string(), true);
+  } catch (...) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  write_file_atomic(path, [&](std::ostream& out) { out << contents; });
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read '" + path + "': " + errno_text());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw std::runtime_error("error while reading '" + path + "'");
+  return ss.str();
+}
+
+}  // namespace nordf
+
+namespace nordf {
+
+std::string loaded_blas_library() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line, found;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    if (path.find("openblas") != std::string::npos) return path;  // OpenBLAS wins if both are mapped
+    if (found.empty() && path.find("libblas.so") != std::string::npos) found = path;
+  }
+  return found;
+}
+
+}  // namespace nordf

@@ -1,0 +1,32 @@
+#pragma once
+/// @file
+/// Crash-safe file output: everything libnordf writes goes through a temp file + rename.
+
+#include <functional>
+#include <ostream>
+#include <string>
+
+namespace nordf {
+
+/// Writes `path` atomically: `write` fills a temporary file beside `path`, which is flushed,
+/// fsync'ed and renamed over `path`. A reader sees the old file or the new one, never a
+/// partial one. Creates missing parent directories. Throws `std::runtime_error` naming the
+/// path on any I/O failure (the temporary file is removed).
+void write_file_atomic(const std::string& path, const std::function<void(std::ostream&)>& write);
+
+/// Convenience overload writing a string.
+void write_file_atomic(const std::string& path, const std::string& contents);
+
+/// Reads a whole file. Throws `std::runtime_error` naming the path if it cannot be read.
+std::string read_file(const std::string& path);
+
+}  // namespace nordf
+
+namespace nordf {
+
+/// Path of the BLAS shared library mapped into this process (read from /proc/self/maps), or an
+/// empty string if none is mapped or the platform has no /proc. Apps use it to warn when LibTorch
+/// runs on the reference BLAS instead of OpenBLAS.
+std::string loaded_blas_library();
+
+}  // namespace nordf

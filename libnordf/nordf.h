@@ -1,0 +1,21 @@
+#pragma once
+/// @file
+/// Umbrella header: everything public in libnordf.
+
+#include <libnordf/core/io.h>
+#include <libnordf/core/registry.h>
+#include <libnordf/core/version.h>
+
+#include <libnordf/backbone/backbone.h>
+#include <libnordf/backbone/convnext.h>
+#include <libnordf/backbone/vgg.h>
+
+#include <libnordf/branch/blocks.h>
+#include <libnordf/branch/classification.h>
+#include <libnordf/branch/grl.h>
+#include <libnordf/branch/reconstruction.h>
+#include <libnordf/branch/similarity.h>
+
+#include <libnordf/model/nordf_model.h>
+
+#include <libnordf/loss/loss.h>

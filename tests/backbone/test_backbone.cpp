@@ -1,0 +1,149 @@
+#include <libnordf/backbone/backbone.h>
+#include <libnordf/backbone/convnext.h>
+
+#include <catch2/catch.hpp>
+
+#include <set>
+
+namespace {
+
+std::set<std::string> param_names(torch::nn::Module& m) {
+  std::set<std::string> out;
+  for (const auto& kv : m.named_parameters()) out.insert(kv.key());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every registered backbone maps N×3×H×W to N×C×H/32×W/32", "[backbone]") {
+  torch::NoGradGuard no_grad;
+  const std::vector<std::string> expected = {"convnext_base",   "convnext_small",  "convnext_tiny",
+                                             "convnextv2_atto", "convnextv2_base", "convnextv2_femto",
+                                             "convnextv2_nano", "convnextv2_pico", "convnextv2_tiny",
+                                             "vgg16"};
+  REQUIRE(nordf::backbone_names() == expected);
+  for (const auto& name : expected) {
+    DYNAMIC_SECTION(name) {
+      auto bb = nordf::make_backbone(name);
+      bb->eval();
+      auto y = bb->forward(torch::randn({2, 3, 64, 96}));
+      CHECK(y.sizes() == torch::IntArrayRef({2, bb->out_channels(), 2, 3}));
+      CHECK(torch::isfinite(y).all().item<bool>());
+      CHECK(bb->backbone_name() == name);
+    }
+  }
+}
+
+TEST_CASE("backbone channel counts match the reference configurations", "[backbone]") {
+  CHECK(nordf::make_backbone("convnext_tiny")->out_channels() == 768);
+  CHECK(nordf::make_backbone("convnextv2_atto")->out_channels() == 320);
+  CHECK(nordf::make_backbone("convnextv2_nano")->out_channels() == 640);
+  CHECK(nordf::make_backbone("vgg16")->out_channels() == 512);
+  CHECK(nordf::make_backbone("vgg16")->num_layers() == 31);
+  CHECK(nordf::make_backbone("convnext_tiny")->num_layers() == 8);
+  // torchvision convnext_tiny features: 27,818,592 parameters (sum of p.numel()).
+  int64_t n = 0;
+  for (auto& p : nordf::make_backbone("convnext_tiny")->parameters()) n += p.numel();
+  CHECK(n == 27818592);
+  // torchvision vgg16().features: 14,714,688 parameters.
+  n = 0;
+  for (auto& p : nordf::make_backbone("vgg16")->parameters()) n += p.numel();
+  CHECK(n == 14714688);
+}
+
+TEST_CASE("submodule names follow torchvision and the official ConvNeXt-V2 layout", "[backbone]") {
+  auto v1 = param_names(*nordf::make_backbone("convnext_tiny"));
+  for (const char* key : {"features.0.0.weight", "features.0.1.bias", "features.1.0.block.0.weight",
+                          "features.1.0.block.2.weight", "features.1.0.block.3.weight", "features.1.0.block.5.bias",
+                          "features.1.0.layer_scale", "features.2.0.weight", "features.2.1.weight",
+                          "features.7.2.block.5.weight"})
+    CHECK(v1.count(key) == 1);
+  auto v2 = param_names(*nordf::make_backbone("convnextv2_atto"));
+  for (const char* key : {"downsample_layers.0.0.weight", "downsample_layers.0.1.weight",
+                          "downsample_layers.3.1.bias", "stages.0.0.dwconv.weight", "stages.0.0.norm.weight",
+                          "stages.0.0.pwconv1.weight", "stages.0.0.grn.gamma", "stages.0.0.grn.beta",
+                          "stages.3.1.pwconv2.bias"})
+    CHECK(v2.count(key) == 1);
+  for (const auto& k : v2) CHECK(k.find("layer_scale") == std::string::npos);
+  auto vgg = param_names(*nordf::make_backbone("vgg16"));
+  CHECK(vgg.count("features.0.weight") == 1);
+  CHECK(vgg.count("features.28.bias") == 1);
+  CHECK(vgg.size() == 26);
+}
+
+TEST_CASE("forward_layers returns the asked intermediate outputs and checks indices", "[backbone]") {
+  torch::NoGradGuard no_grad;
+  auto bb = nordf::make_backbone("convnextv2_atto");
+  bb->eval();
+  auto x = torch::randn({1, 3, 64, 64});
+  auto outs = bb->forward_layers(x, {7, 1});
+  REQUIRE(outs.size() == 2);
+  CHECK(outs[0].sizes() == torch::IntArrayRef({1, 320, 2, 2}));
+  CHECK(outs[1].sizes() == torch::IntArrayRef({1, 40, 16, 16}));
+  CHECK(torch::allclose(outs[0], bb->forward(x)));
+  REQUIRE_THROWS_WITH(bb->forward_layers(x, {8}), Catch::Contains("layer index 8 does not exist"));
+}
+
+TEST_CASE("backbone errors name the problem", "[backbone]") {
+  REQUIRE_THROWS_WITH(nordf::make_backbone("resnet50"), Catch::StartsWith("unknown backbone 'resnet50'; known: ") &&
+                                                            Catch::Contains("convnextv2_atto") &&
+                                                            Catch::Contains("vgg16"));
+  REQUIRE_THROWS_AS(nordf::make_backbone("vgg16", nordf::BackboneOptions().drop_path_rate(0.1)), std::invalid_argument);
+  REQUIRE_THROWS_AS(nordf::make_backbone("convnext_tiny", nordf::BackboneOptions().drop_path_rate(1.5)),
+                    std::invalid_argument);
+  auto bb = nordf::make_backbone("convnextv2_atto");
+  REQUIRE_THROWS_WITH(bb->forward(torch::randn({1, 3, 40, 64})), Catch::Contains("multiples of 32"));
+  REQUIRE_THROWS_WITH(bb->forward(torch::randn({1, 1, 32, 32})), Catch::Contains("expected 3 input channels"));
+}
+
+TEST_CASE("stochastic depth drops residual branches only in training", "[backbone]") {
+  torch::manual_seed(0);
+  auto x = torch::ones({1000, 4});
+  auto y = nordf::drop_path(x, 0.3, /*training=*/true);
+  const double dropped = (y == 0).to(torch::kFloat).mean().item<double>();
+  CHECK(dropped == Approx(0.3).margin(0.05));
+  CHECK(y.max().item<double>() == Approx(1.0 / 0.7));
+  CHECK(torch::equal(nordf::drop_path(x, 0.3, false), x));
+
+  auto bb = nordf::make_backbone("convnextv2_atto", nordf::BackboneOptions().drop_path_rate(0.5));
+  auto in = torch::randn({2, 3, 32, 32});
+  bb->eval();
+  CHECK(torch::equal(bb->forward(in), bb->forward(in)));
+  bb->train();
+  torch::manual_seed(1);
+  auto a = bb->forward(in);
+  torch::manual_seed(2);
+  auto b = bb->forward(in);
+  CHECK_FALSE(torch::allclose(a, b));
+}
+
+TEST_CASE("GRN matches the official formula", "[backbone]") {
+  torch::manual_seed(3);
+  nordf::GRN grn(8);
+  {
+    torch::NoGradGuard g;
+    grn->gamma.normal_();
+    grn->beta.normal_();
+  }
+  auto x = torch::randn({2, 5, 5, 8});
+  // Official ConvNeXt-V2: Gx = torch.norm(x, p=2, dim=(1,2), keepdim=True);
+  // Nx = Gx / (Gx.mean(dim=-1, keepdim=True) + 1e-6); gamma * (x * Nx) + beta + x
+  auto gx = (x * x).sum({1, 2}, true).sqrt();
+  auto nx = gx / (gx.mean(-1, true) + 1e-6);
+  auto expected = grn->gamma * (x * nx) + grn->beta + x;
+  CHECK(torch::allclose(grn->forward(x), expected, 1e-5, 1e-6));
+}
+
+TEST_CASE("users can register their own backbone", "[backbone]") {
+  struct Tiny : nordf::Backbone {
+    Tiny() : nordf::Backbone("tiny_pool") {
+      pool = register_module("pool", torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(32)));
+      add_layer(pool);
+    }
+    int64_t out_channels() const override { return 3; }
+    torch::nn::AvgPool2d pool{nullptr};
+  };
+  nordf::register_backbone("tiny_pool", [](const nordf::BackboneOptions&) { return std::make_shared<Tiny>(); });
+  auto bb = nordf::make_backbone("tiny_pool");
+  CHECK(bb->forward(torch::ones({1, 3, 64, 32})).sizes() == torch::IntArrayRef({1, 3, 2, 1}));
+}

@@ -1,0 +1,109 @@
+#include <libnordf/loss/loss.h>
+#include <libnordf/model/nordf_model.h>
+
+#include <catch2/catch.hpp>
+
+namespace {
+
+nordf::NordFOptions tiny_options() {
+  return nordf::NordFOptions()
+      .backbone("convnextv2_atto")
+      .image_size(64)
+      .num_classes(4)
+      .channels(32)
+      .classifier_hidden({32, 16})
+      .recon_size(32)
+      .decoder_width(32);
+}
+
+}  // namespace
+
+TEST_CASE("NordF pair forward returns named outputs of the right shapes", "[model]") {
+  torch::manual_seed(0);
+  nordf::NordF model(tiny_options());
+  auto x1 = torch::rand({3, 3, 64, 64}), x2 = torch::rand({3, 3, 64, 64});
+  auto out = model->forward(x1, x2, 0.5);
+  CHECK(out.dissimilarity.sizes() == torch::IntArrayRef({3}));
+  CHECK((out.dissimilarity >= 0).all().item<bool>());
+  CHECK((out.dissimilarity <= 1).all().item<bool>());
+  CHECK(out.logits1.sizes() == torch::IntArrayRef({3, 4}));
+  CHECK(out.logits2.sizes() == torch::IntArrayRef({3, 4}));
+  CHECK(out.recon1.sizes() == torch::IntArrayRef({3, 3, 32, 32}));
+  CHECK(out.all.features.sizes() == torch::IntArrayRef({6, 32, 2, 2}));
+  CHECK(out.all.agnostic.sizes() == torch::IntArrayRef({6, 32, 2, 2}));
+  CHECK(out.all.embedding.sizes() == torch::IntArrayRef({6, 16}));
+  CHECK(model->feature_size() == 2);
+
+  // The pair pass equals encoding each image on its own (eval mode: no dropout).
+  model->eval();
+  torch::NoGradGuard g;
+  auto pair = model->forward(x1, x2);
+  auto single = model->encode(x2, true);
+  CHECK(torch::allclose(pair.logits2, single.logits, 1e-4, 1e-5));
+  CHECK(torch::allclose(pair.recon2, single.reconstruction, 1e-4, 1e-5));
+}
+
+TEST_CASE("NordF forward and backward reach every parameter; the GRL reverses the similarity gradient",
+          "[model]") {
+  torch::manual_seed(1);
+  nordf::NordF model(tiny_options());
+  auto x1 = torch::rand({2, 3, 64, 64}), x2 = torch::rand({2, 3, 64, 64});
+  auto out = model->forward(x1, x2, 1.0);
+  nordf::NordFLoss loss({1.0, 1.0, 1.0}, nordf::make_recon_loss("l1"));
+  nordf::PairTargets t{torch::tensor({0, 1}), torch::tensor({0, 2}), torch::tensor({0.0f, 1.0f}), x1, x2};
+  auto terms = loss(out, t);
+  REQUIRE(torch::isfinite(terms.total).item<bool>());
+  terms.total.backward();
+  for (auto& kv : model->named_parameters()) {
+    INFO(kv.key());
+    REQUIRE(kv.value().grad().defined());
+  }
+
+  // Gradient of the similarity loss alone w.r.t. the backbone flips sign with the GRL weight's sign
+  // convention: weight w gives −w times the un-reversed gradient.
+  auto grad_of_sim = [&](double w) {
+    model->zero_grad();
+    torch::manual_seed(5);
+    auto o = model->forward(x1, x2, w);
+    nordf::similarity_loss(o.dissimilarity, t.different).backward();
+    return model->adapter->conv->weight.grad().clone();
+  };
+  model->eval();  // no dropout, so both passes see the same network
+  auto g1 = grad_of_sim(1.0), g2 = grad_of_sim(2.0);
+  CHECK(torch::allclose(g2, 2.0 * g1, 1e-4, 1e-7));
+  CHECK(g1.abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("the similarity branch can be switched off for the without-GRL ablation", "[model]") {
+  nordf::NordF model(tiny_options().use_similarity(false));
+  CHECK_FALSE(model->has_similarity());
+  auto x = torch::rand({2, 3, 64, 64});
+  auto out = model->forward(x, x);
+  CHECK_FALSE(out.dissimilarity.defined());
+  CHECK(out.recon1.sizes() == torch::IntArrayRef({2, 3, 32, 32}));
+  for (auto& kv : model->named_parameters()) CHECK(kv.key().rfind("similarity", 0) != 0);
+  nordf::NordFLoss loss({1.0, 1.0, 1.0}, nordf::make_recon_loss("mse"));
+  auto terms = loss(out, {torch::tensor({0, 1}), torch::tensor({0, 1}), torch::tensor({0.0f, 0.0f}), x, x});
+  CHECK(terms.sim.item<double>() == 0.0);
+  CHECK(terms.total.item<double>() == Approx(terms.cls.item<double>() + terms.rec.item<double>()));
+}
+
+TEST_CASE("NordF works at batch size 1 with every normalisation", "[model]") {
+  for (auto norm : {nordf::Norm::kGroup, nordf::Norm::kLayer, nordf::Norm::kNone}) {
+    nordf::NordF model(tiny_options().norm(norm));
+    auto x = torch::rand({1, 3, 64, 64});
+    auto out = model->forward(x, x);
+    CHECK(torch::isfinite(out.dissimilarity).all().item<bool>());
+    CHECK(out.dissimilarity.item<double>() >= 0);
+  }
+}
+
+TEST_CASE("NordF checks its inputs", "[model]") {
+  nordf::NordF model(tiny_options());
+  REQUIRE_THROWS_WITH(model->forward(torch::rand({2, 3, 32, 32}), torch::rand({2, 3, 32, 32})),
+                      Catch::Contains("expected x1 of shape N×3×64×64"));
+  REQUIRE_THROWS_WITH(model->forward(torch::rand({2, 3, 64, 64}), torch::rand({3, 3, 64, 64})),
+                      Catch::Contains("differ in batch size"));
+  REQUIRE_THROWS_AS(nordf::NordF(tiny_options().image_size(50)), std::invalid_argument);
+  REQUIRE_THROWS_WITH(nordf::NordF(tiny_options().backbone("resnet")), Catch::Contains("unknown backbone 'resnet'"));
+}
