@@ -19,3 +19,18 @@
 #include <libnordf/model/nordf_model.h>
 
 #include <libnordf/loss/loss.h>
+
+#include <libnordf/data/dataset.h>
+#include <libnordf/data/image.h>
+#include <libnordf/data/loader.h>
+#include <libnordf/data/sources.h>
+#include <libnordf/data/transforms.h>
+
+#include <libnordf/train/schedule.h>
+#include <libnordf/train/trainer.h>
+
+#include <libnordf/weights/weights.h>
+
+#include <libnordf/ood/evaluator.h>
+#include <libnordf/ood/metrics.h>
+#include <libnordf/ood/scores.h>

@@ -22,6 +22,7 @@ PACKAGES=(
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -42,7 +43,7 @@ fi
 
 # LibTorch links libblas.so.3, which Debian resolves through update-alternatives. The reference
 # BLAS makes ConvNeXt training about 15x slower, so refuse to continue unless it is OpenBLAS.
-torch_cpu=$(ldconfig -p | awk '/libtorch_cpu\.so/ {print $NF; exit}')
+torch_cpu=$(ldconfig -p | awk '/libtorch_cpu\.so/ {p = $NF} END {print p}')
 [ -n "$torch_cpu" ] || die "libtorch_cpu.so not found; is libtorch-dev installed?"
 for lib in libblas.so.3 liblapack.so.3; do
   path=$(ldd "$torch_cpu" | awk -v l="$lib" '$1 == l {print $3}')

@@ -7,10 +7,11 @@ namespace nordf {
 
 namespace F = torch::nn::functional;
 
-torch::Tensor similarity_loss(const torch::Tensor& d, const torch::Tensor& different) {
+torch::Tensor similarity_loss(const torch::Tensor& d, const torch::Tensor& different, double eps) {
   TORCH_CHECK(d.dim() == 1 && different.dim() == 1 && d.size(0) == different.size(0),
               "similarity_loss: expected N dissimilarities and N labels, got ", d.sizes(), " and ", different.sizes());
-  return F::binary_cross_entropy(d, different.to(d.dtype()));
+  TORCH_CHECK(eps >= 0 && eps < 0.5, "similarity_loss: eps must be in [0, 0.5), got ", eps);
+  return F::binary_cross_entropy(eps > 0 ? eps + (1 - 2 * eps) * d : d, different.to(d.dtype()));
 }
 
 torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& targets) {

@@ -12,10 +12,13 @@
 
 namespace nordf {
 
-/// Similarity loss: BCE(d, y) = −mean(y·log d + (1−y)·log(1−d)), with y = 1 when the two images of
-/// a pair are from different classes. d: N in [0, 1]; different: N (any dtype, 0/1).
-/// log is clamped at −100 as torch.nn.functional.binary_cross_entropy does, so d ∈ {0, 1} stays finite.
-torch::Tensor similarity_loss(const torch::Tensor& dissimilarity, const torch::Tensor& different);
+/// Similarity loss: BCE(d', y) = −mean(y·log d' + (1−y)·log(1−d')), with y = 1 when the two images
+/// of a pair are from different classes, and d' = ε + (1 − 2ε)·d. d: N in [0, 1]; different: N
+/// (any dtype, 0/1). The ε-squeeze bounds both the loss (≤ −log ε) and its gradient (≤ 1/ε):
+/// plain BCE has an unbounded gradient at d ∈ {0, 1}, which the cosine dissimilarity of
+/// non-negative features reaches, and which the gradient reversal would send into the backbone.
+/// ε = 0 gives torch.nn.functional.binary_cross_entropy exactly.
+torch::Tensor similarity_loss(const torch::Tensor& dissimilarity, const torch::Tensor& different, double eps = 1e-3);
 
 /// Classification loss: mean cross-entropy, CE = mean(−log softmax(z)_y). logits N×K, targets N (int64).
 torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& targets);

@@ -37,6 +37,8 @@ void NordFImpl::build() {
   const int64_t decoder_in = options.use_similarity() ? 2 * c : c;
   decoder = register_module("decoder", ReconstructionBranch(ReconstructionBranchOptions(decoder_in, f, recon_size_)
                                                                 .base_width(options.decoder_width())
+                                                                .min_width(std::min<int64_t>(64, options.decoder_width()))
+                                                                .residual_blocks(options.decoder_blocks())
                                                                 .norm(options.norm())));
 }
 

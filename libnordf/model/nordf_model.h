@@ -31,7 +31,10 @@ struct NordFOptions {
   TORCH_ARG(double, dropout) = 0.5;
   /// Side of the reconstruction; 0 means image_size / 2 (the prototype: 112 for 224).
   TORCH_ARG(int64_t, recon_size) = 0;
+  /// Width of the decoder's first ×2 stage; later stages halve it down to min(64, decoder_width).
   TORCH_ARG(int64_t, decoder_width) = 256;
+  /// Residual blocks after each decoder stage (the prototype: 2).
+  TORCH_ARG(int64_t, decoder_blocks) = 2;
   /// false builds the "without GRL" ablation: no similarity branch, and the decoder sees only the
   /// classification map.
   TORCH_ARG(bool, use_similarity) = true;

@@ -7,7 +7,16 @@ TEST_CASE("similarity and classification losses match PyTorch", "[loss]") {
   // (log clamped at −100: (0 + 1.386294 + 0.105361 + 100) / 4)
   auto d = torch::tensor({0.0f, 0.25f, 0.9f, 1.0f});
   auto y = torch::tensor({0, 1, 1, 0});
-  CHECK(nordf::similarity_loss(d, y).item<double>() == Approx(25.372913).epsilon(1e-6));
+  CHECK(nordf::similarity_loss(d, y, 0.0).item<double>() == Approx(25.372913).epsilon(1e-6));
+  // Default ε = 1e-3 squeezes d to [0.001, 0.999]: by hand, −(log .999 + log .2505 + log .8992 + log .001) / 4
+  const double squeezed = -(std::log(0.999) + std::log(0.001 + 0.998 * 0.25) + std::log(0.001 + 0.998 * 0.9) +
+                            std::log(0.001)) / 4;
+  CHECK(nordf::similarity_loss(d, y).item<double>() == Approx(squeezed).epsilon(1e-5));
+  // The gradient stays bounded where plain BCE's explodes.
+  auto dd = torch::tensor({1.0f}, torch::requires_grad());
+  nordf::similarity_loss(dd, torch::tensor({0})).backward();
+  CHECK(std::isfinite(dd.grad().item<double>()));
+  CHECK(std::abs(dd.grad().item<double>()) <= 1000.0);
   // torch.nn.functional.cross_entropy(tensor([[1, 2, .5], [.1, -1, 3]]), tensor([1, 0])) = 1.7175716
   auto z = torch::tensor({{1.0f, 2.0f, 0.5f}, {0.1f, -1.0f, 3.0f}});
   CHECK(nordf::classification_loss(z, torch::tensor({1, 0})).item<double>() == Approx(1.7175716).epsilon(1e-6));
@@ -82,7 +91,7 @@ TEST_CASE("NordFLoss weights and reports each term", "[loss]") {
   t.image2 = torch::ones({2, 3, 4, 4});
   nordf::NordFLoss loss({2.0, 3.0, 0.5}, nordf::make_recon_loss("l1"));
   auto terms = loss(out, t);
-  const double sim = -(std::log(0.25) + std::log(0.75)) / 2;
+  const double sim = -(std::log(0.001 + 0.998 * 0.25) + std::log(0.001 + 0.998 * 0.75)) / 2;
   const double ce = (std::log(1 + std::exp(-2.0)) + std::log(1 + std::exp(-1.0)) + std::log(2.0) +
                      std::log(1 + std::exp(-0.5))) / 4;
   CHECK(terms.sim.item<double>() == Approx(sim));

@@ -1,0 +1,338 @@
+#include <libnordf/data/loader.h>
+#include <libnordf/data/transforms.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <stdexcept>
+
+namespace nordf {
+
+namespace F = torch::nn::functional;
+
+// ---- transforms ----------------------------------------------------------------------------
+
+uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+  auto splitmix = [](uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  };
+  return splitmix(splitmix(splitmix(splitmix(a) ^ b) ^ c) ^ d);
+}
+
+torch::Tensor resize(const torch::Tensor& image, int64_t size) {
+  TORCH_CHECK(image.dim() == 3, "resize: expected C×H×W, got ", image.sizes());
+  if (image.size(1) == size && image.size(2) == size) return image;
+  const bool shrink = image.size(1) > size || image.size(2) > size;
+  return F::interpolate(image.unsqueeze(0), F::InterpolateFuncOptions()
+                                                .size(std::vector<int64_t>{size, size})
+                                                .mode(torch::kBilinear)
+                                                .align_corners(false)
+                                                .antialias(shrink))
+      .squeeze(0)
+      .clamp_(0, 1);
+}
+
+torch::Tensor random_resized_crop(const torch::Tensor& image, int64_t size, double scale_min, std::mt19937_64& rng) {
+  const int64_t h = image.size(1), w = image.size(2);
+  const double area = static_cast<double>(h * w);
+  std::uniform_real_distribution<double> scale_d(scale_min, 1.0), log_ratio(std::log(3.0 / 4.0), std::log(4.0 / 3.0));
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * scale_d(rng);
+    const double ratio = std::exp(log_ratio(rng));
+    const int64_t cw = std::llround(std::sqrt(target * ratio));
+    const int64_t ch = std::llround(std::sqrt(target / ratio));
+    if (cw > 0 && ch > 0 && cw <= w && ch <= h) {
+      const int64_t top = std::uniform_int_distribution<int64_t>(0, h - ch)(rng);
+      const int64_t left = std::uniform_int_distribution<int64_t>(0, w - cw)(rng);
+      return resize(image.narrow(1, top, ch).narrow(2, left, cw), size);
+    }
+  }
+  const int64_t side = std::min(h, w);  // fallback: centre crop
+  return resize(image.narrow(1, (h - side) / 2, side).narrow(2, (w - side) / 2, side), size);
+}
+
+torch::Tensor hflip(const torch::Tensor& image) { return image.flip({-1}); }
+
+torch::Tensor rotate(const torch::Tensor& image, double degrees) {
+  if (degrees == 0.0) return image;
+  const double r = degrees * M_PI / 180.0;
+  auto theta = torch::tensor({{std::cos(r), -std::sin(r), 0.0}, {std::sin(r), std::cos(r), 0.0}}, image.options())
+                   .unsqueeze(0);
+  auto x = image.unsqueeze(0);
+  auto grid = F::affine_grid(theta, x.sizes(), /*align_corners=*/false);
+  return F::grid_sample(x, grid, F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(false))
+      .squeeze(0);
+}
+
+namespace {
+
+torch::Tensor channel_stats(const double (&v)[3], const torch::Tensor& like) {
+  auto t = torch::tensor({v[0], v[1], v[2]}, like.options());
+  return like.dim() == 4 ? t.view({1, 3, 1, 1}) : t.view({3, 1, 1});
+}
+
+}  // namespace
+
+torch::Tensor imagenet_normalize(const torch::Tensor& image) {
+  return (image - channel_stats(kImageNetMean, image)) / channel_stats(kImageNetStd, image);
+}
+
+torch::Tensor imagenet_denormalize(const torch::Tensor& image) {
+  return image * channel_stats(kImageNetStd, image) + channel_stats(kImageNetMean, image);
+}
+
+TransformedImage apply_transforms(const torch::Tensor& image, const TransformOptions& o, bool augment,
+                                  std::mt19937_64& rng) {
+  torch::Tensor x;
+  if (augment && o.crop_scale_min < 1.0) {
+    x = random_resized_crop(image, o.image_size, o.crop_scale_min, rng);
+  } else {
+    x = resize(image, o.image_size);
+  }
+  if (augment && o.hflip_prob > 0.0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.hflip_prob) x = hflip(x);
+  if (augment && o.rotation_degrees > 0.0)
+    x = rotate(x, std::uniform_real_distribution<double>(-o.rotation_degrees, o.rotation_degrees)(rng));
+  TransformedImage out;
+  if (o.recon_size > 0) {
+    out.target = o.recon_size == o.image_size
+                     ? x
+                     : F::interpolate(x.unsqueeze(0), F::InterpolateFuncOptions()
+                                                          .size(std::vector<int64_t>{o.recon_size, o.recon_size})
+                                                          .mode(torch::kArea))
+                           .squeeze(0);
+  }
+  out.input = imagenet_normalize(x);
+  return out;
+}
+
+// ---- pair sampling -------------------------------------------------------------------------
+
+PairSampler::PairSampler(std::vector<int64_t> labels, double same_class_rate, uint64_t seed)
+    : labels_(std::move(labels)), rate_(same_class_rate), seed_(seed) {
+  if (labels_.empty()) throw std::invalid_argument("PairSampler: no images");
+  if (!(rate_ >= 0.0 && rate_ <= 1.0))
+    throw std::invalid_argument("PairSampler: same_class_rate must be in [0, 1], got " + std::to_string(rate_));
+  std::map<int64_t, std::vector<int64_t>> groups;
+  for (size_t i = 0; i < labels_.size(); ++i) groups[labels_[i]].push_back(static_cast<int64_t>(i));
+  for (auto& kv : groups) {
+    classes_.push_back(kv.first);
+    by_class_.push_back(std::move(kv.second));
+  }
+}
+
+std::vector<PairIndex> PairSampler::epoch_pairs(int64_t epoch) const {
+  std::mt19937_64 rng(mix_seed(seed_, 0x5041495253ULL, static_cast<uint64_t>(epoch)));
+  const int64_t n = static_cast<int64_t>(labels_.size());
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::map<int64_t, size_t> class_pos;
+  for (size_t c = 0; c < classes_.size(); ++c) class_pos[classes_[c]] = c;
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  std::vector<PairIndex> pairs;
+  pairs.reserve(order.size());
+  for (int64_t a : order) {
+    const size_t ca = class_pos[labels_[static_cast<size_t>(a)]];
+    const bool same = classes_.size() == 1 || coin(rng) < rate_;
+    int64_t b;
+    if (same) {
+      const auto& members = by_class_[ca];
+      if (members.size() == 1) {
+        b = a;
+      } else {  // another member of the class, uniformly
+        auto k = std::uniform_int_distribution<size_t>(0, members.size() - 2)(rng);
+        b = members[k];
+        if (b == a) b = members.back();
+      }
+    } else {  // uniform over images of the other classes
+      const size_t others = labels_.size() - by_class_[ca].size();
+      size_t k = std::uniform_int_distribution<size_t>(0, others - 1)(rng);
+      size_t c = 0;
+      for (;; ++c) {
+        if (c == ca) continue;
+        if (k < by_class_[c].size()) break;
+        k -= by_class_[c].size();
+      }
+      b = by_class_[c][k];
+    }
+    pairs.push_back({a, b, labels_[static_cast<size_t>(a)] != labels_[static_cast<size_t>(b)] ? 1 : 0});
+  }
+  return pairs;
+}
+
+// ---- ordered pipeline ----------------------------------------------------------------------
+
+template <typename T>
+OrderedPipeline<T>::OrderedPipeline(std::function<T(int64_t)> produce, int64_t first, int64_t count, int64_t workers,
+                                    int64_t prefetch)
+    : produce_(std::move(produce)),
+      next_to_start_(first),
+      next_to_hand_out_(first),
+      count_(count),
+      prefetch_(std::max<int64_t>(1, prefetch)) {
+  for (int64_t w = 0; w < std::max<int64_t>(1, workers); ++w) threads_.emplace_back([this] { work(); });
+}
+
+template <typename T>
+OrderedPipeline<T>::~OrderedPipeline() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+template <typename T>
+void OrderedPipeline<T>::work() {
+  for (;;) {
+    int64_t index;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return stop_ || next_to_start_ >= count_ || next_to_start_ < next_to_hand_out_ + prefetch_; });
+      if (stop_ || next_to_start_ >= count_) return;
+      index = next_to_start_++;
+    }
+    try {
+      T value = produce_(index);
+      std::lock_guard<std::mutex> lock(mutex_);
+      ready_.emplace(index, std::move(value));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      errors_.emplace(index, std::current_exception());
+    }
+    cv_.notify_all();
+  }
+}
+
+template <typename T>
+std::optional<T> OrderedPipeline<T>::next() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (next_to_hand_out_ >= count_) return std::nullopt;
+  const int64_t index = next_to_hand_out_;
+  cv_.wait(lock, [&] { return ready_.count(index) || errors_.count(index); });
+  auto err = errors_.find(index);
+  if (err != errors_.end()) {
+    auto e = err->second;
+    errors_.erase(err);
+    ++next_to_hand_out_;
+    lock.unlock();
+    cv_.notify_all();
+    std::rethrow_exception(e);
+  }
+  auto it = ready_.find(index);
+  T value = std::move(it->second);
+  ready_.erase(it);
+  ++next_to_hand_out_;
+  lock.unlock();
+  cv_.notify_all();
+  return value;
+}
+
+template class OrderedPipeline<PairBatch>;
+template class OrderedPipeline<ImageBatch>;
+
+// ---- loaders -------------------------------------------------------------------------------
+
+namespace {
+
+void check_loader(const ImageDataset& data, const LoaderOptions& o, const char* what) {
+  if (o.batch_size <= 0) throw std::invalid_argument(std::string(what) + ": batch size must be positive");
+  if (data.size() == 0) throw std::invalid_argument(std::string(what) + ": the dataset is empty");
+  if (o.drop_last && o.batch_size > data.size())
+    throw std::invalid_argument(std::string(what) + ": batch size " + std::to_string(o.batch_size) +
+                                " is larger than the dataset (" + std::to_string(data.size()) + " images)");
+}
+
+}  // namespace
+
+PairLoader::PairLoader(std::shared_ptr<const ImageDataset> data, double same_class_rate, const LoaderOptions& options)
+    : data_(std::move(data)), sampler_(data_->labels(), same_class_rate, options.seed), options_(options) {
+  check_loader(*data_, options_, "PairLoader");
+}
+
+int64_t PairLoader::num_batches() const {
+  const int64_t n = data_->size(), b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+PairBatch PairLoader::load_batch(const std::vector<PairIndex>& pairs, int64_t epoch, int64_t batch) const {
+  const int64_t begin = batch * options_.batch_size;
+  const int64_t end = std::min<int64_t>(begin + options_.batch_size, static_cast<int64_t>(pairs.size()));
+  std::vector<torch::Tensor> x1, x2, t1, t2;
+  std::vector<int64_t> l1, l2;
+  std::vector<float> diff;
+  for (int64_t p = begin; p < end; ++p) {
+    const auto& pair = pairs[static_cast<size_t>(p)];
+    for (int side = 0; side < 2; ++side) {
+      const int64_t idx = side == 0 ? pair.first : pair.second;
+      std::mt19937_64 rng(mix_seed(options_.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(p),
+                                   static_cast<uint64_t>(side)));
+      auto t = apply_transforms(data_->image(idx), options_.transform, options_.augment, rng);
+      (side == 0 ? x1 : x2).push_back(t.input);
+      if (t.target.defined()) (side == 0 ? t1 : t2).push_back(t.target);
+      (side == 0 ? l1 : l2).push_back(data_->label(idx));
+    }
+    diff.push_back(static_cast<float>(pair.different));
+  }
+  PairBatch b;
+  b.x1 = torch::stack(x1);
+  b.x2 = torch::stack(x2);
+  if (!t1.empty()) {
+    b.target1 = torch::stack(t1);
+    b.target2 = torch::stack(t2);
+  }
+  b.labels1 = torch::tensor(l1, torch::kInt64);
+  b.labels2 = torch::tensor(l2, torch::kInt64);
+  b.different = torch::tensor(diff, torch::kFloat);
+  return b;
+}
+
+PairLoader::Epoch PairLoader::epoch(int64_t epoch, int64_t first_batch) const {
+  auto pairs = std::make_shared<std::vector<PairIndex>>(sampler_.epoch_pairs(epoch));
+  Epoch e;
+  e.pipeline_ = std::make_unique<OrderedPipeline<PairBatch>>(
+      [this, pairs, epoch](int64_t b) { return load_batch(*pairs, epoch, b); }, first_batch, num_batches(),
+      options_.workers, options_.prefetch);
+  return e;
+}
+
+ImageLoader::ImageLoader(std::shared_ptr<const ImageDataset> data, const LoaderOptions& options)
+    : data_(std::move(data)), options_(options) {
+  check_loader(*data_, options_, "ImageLoader");
+}
+
+int64_t ImageLoader::num_batches() const { return (data_->size() + options_.batch_size - 1) / options_.batch_size; }
+
+ImageLoader::Pass ImageLoader::pass() const {
+  Pass p;
+  p.pipeline_ = std::make_unique<OrderedPipeline<ImageBatch>>(
+      [this](int64_t b) {
+        const int64_t begin = b * options_.batch_size;
+        const int64_t end = std::min(begin + options_.batch_size, data_->size());
+        std::vector<torch::Tensor> xs, ts;
+        std::vector<int64_t> labels, idx;
+        for (int64_t i = begin; i < end; ++i) {
+          std::mt19937_64 rng(mix_seed(options_.seed, static_cast<uint64_t>(i)));
+          auto t = apply_transforms(data_->image(i), options_.transform, /*augment=*/false, rng);
+          xs.push_back(t.input);
+          if (t.target.defined()) ts.push_back(t.target);
+          labels.push_back(data_->label(i));
+          idx.push_back(i);
+        }
+        ImageBatch batch;
+        batch.images = torch::stack(xs);
+        if (!ts.empty()) batch.targets = torch::stack(ts);
+        batch.labels = torch::tensor(labels, torch::kInt64);
+        batch.indices = torch::tensor(idx, torch::kInt64);
+        return batch;
+      },
+      0, num_batches(), options_.workers, options_.prefetch);
+  return p;
+}
+
+}  // namespace nordf

@@ -1,0 +1,188 @@
+#include <libnordf/core/io.h>
+#include <libnordf/ood/evaluator.h>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <sstream>
+
+namespace nordf::ood {
+
+Inputs extract_inputs(NordF& model, const ImageLoader& loader, torch::Device device, bool with_agnostic,
+                      bool with_recon) {
+  c10::InferenceMode guard;
+  model->eval();
+  std::vector<Inputs> parts;
+  auto pass = loader.pass();
+  while (auto batch = pass.next()) {
+    auto out = model->encode(batch->images.to(device), with_recon);
+    Inputs in;
+    in.logits = out.logits.to(torch::kCPU);
+    in.embedding = out.embedding.to(torch::kCPU);
+    if (with_agnostic && out.agnostic.defined()) in.agnostic = out.agnostic.flatten(1).to(torch::kCPU);
+    if (with_recon) {
+      TORCH_CHECK(batch->targets.defined(), "extract_inputs: the loader produces no reconstruction targets");
+      auto target = batch->targets.to(device);
+      in.recon_error = (out.reconstruction - target).abs().flatten(1).mean(1).to(torch::kCPU);
+    }
+    in.labels = batch->labels;
+    parts.push_back(std::move(in));
+  }
+  return Inputs::cat(parts);
+}
+
+namespace {
+
+std::vector<double> to_vector(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU, torch::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+Metrics mean_of(const std::vector<Metrics>& ms) {
+  Metrics m;
+  for (const auto& x : ms) {
+    m.auroc += x.auroc / ms.size();
+    m.aupr_in += x.aupr_in / ms.size();
+    m.aupr_out += x.aupr_out / ms.size();
+    m.fpr95 += x.fpr95 / ms.size();
+    m.detection_error += x.detection_error / ms.size();
+    m.num_id += x.num_id;
+    m.num_ood += x.num_ood;
+  }
+  return m;
+}
+
+nlohmann::json metrics_json(const Metrics& m) {
+  return {{"fpr95", m.fpr95},     {"auroc", m.auroc},       {"aupr_in", m.aupr_in}, {"aupr_out", m.aupr_out},
+          {"detection_error", m.detection_error}, {"num_id", m.num_id}, {"num_ood", m.num_ood}};
+}
+
+}  // namespace
+
+Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions& options) {
+  auto names = options.methods.empty() ? score_names() : options.methods;
+  std::vector<std::shared_ptr<Score>> scores;
+  for (const auto& n : names) scores.push_back(make_score(n, options.score_options));
+  if (split.ood.empty()) throw std::invalid_argument("evaluate: the split has no OOD set");
+
+  LoaderOptions lo = options.loader;
+  lo.augment = false;
+  lo.drop_last = false;
+  const bool agnostic = model->has_similarity();
+  ModelAccess access{&model, options.device};
+
+  // Fit on the ID training split.
+  Inputs train = extract_inputs(model, ImageLoader(split.train, lo), options.device, agnostic, true);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (!scores[i]->needs_images()) scores[i]->fit(train, access);
+  }
+
+  // Score every evaluation set; image-based scores (ODIN) run their own pass.
+  struct Scored {
+    std::string name;
+    bool near;
+    bool is_ood;
+    std::vector<std::vector<double>> per_method;
+  };
+  std::vector<Scored> sets;
+  std::vector<std::pair<std::string, std::shared_ptr<ImageDataset>>> eval_sets{{"id_test", split.test}};
+  for (const auto& o : split.ood) eval_sets.emplace_back(o.name, o.data);
+  Report report;
+  for (size_t s = 0; s < eval_sets.size(); ++s) {
+    ImageLoader loader(eval_sets[s].second, lo);
+    Inputs in = extract_inputs(model, loader, options.device, agnostic, true);
+    Scored sc{eval_sets[s].first, s > 0 ? split.ood[s - 1].near : false, s > 0, {}};
+    if (s == 0) {
+      report.id_accuracy = (in.logits.argmax(1) == in.labels).to(torch::kDouble).mean().item<double>();
+      report.id_test_size = in.size();
+    }
+    for (size_t m = 0; m < scores.size(); ++m) {
+      torch::Tensor values;
+      if (scores[m]->needs_images()) {
+        model->eval();
+        std::vector<torch::Tensor> parts;
+        auto pass = loader.pass();
+        while (auto batch = pass.next()) parts.push_back(scores[m]->score_images(batch->images, access).to(torch::kCPU));
+        values = torch::cat(parts);
+      } else {
+        values = scores[m]->score(in);
+      }
+      TORCH_CHECK(values.dim() == 1 && values.size(0) == in.size(), "OOD score '", names[m], "' returned ",
+                  values.sizes(), " for ", in.size(), " images");
+      sc.per_method.push_back(to_vector(values));
+    }
+    sets.push_back(std::move(sc));
+  }
+
+  for (size_t s = 1; s < sets.size(); ++s) {
+    report.ood_sets.push_back(sets[s].name);
+    report.ood_near.push_back(sets[s].near);
+  }
+  for (size_t m = 0; m < scores.size(); ++m) {
+    MethodResult r;
+    r.method = names[m];
+    std::vector<Metrics> near, far;
+    for (size_t s = 1; s < sets.size(); ++s) {
+      auto metrics = compute_metrics(sets[0].per_method[m], sets[s].per_method[m], names[m] + " on " + sets[s].name);
+      r.splits[sets[s].name] = metrics;
+      (sets[s].near ? near : far).push_back(metrics);
+    }
+    r.has_near = !near.empty();
+    r.has_far = !far.empty();
+    if (r.has_near) r.near_mean = mean_of(near);
+    if (r.has_far) r.far_mean = mean_of(far);
+    report.methods.push_back(r);
+  }
+
+  if (!options.out_dir.empty()) {
+    namespace fs = std::filesystem;
+    nlohmann::json j;
+    j["id_accuracy"] = report.id_accuracy;
+    j["id_test_size"] = report.id_test_size;
+    j["conventions"] = "OpenOOD: OOD is positive, scores are higher for ID; metrics are fractions in [0, 1]";
+    for (const auto& r : report.methods) {
+      nlohmann::json mj;
+      for (const auto& kv : r.splits) mj[kv.first] = metrics_json(kv.second);
+      if (r.has_near) mj["near_mean"] = metrics_json(r.near_mean);
+      if (r.has_far) mj["far_mean"] = metrics_json(r.far_mean);
+      j["methods"][r.method] = mj;
+    }
+    const auto dir = fs::path(options.out_dir) / "ood";
+    write_file_atomic((dir / "metrics.json").string(), j.dump(2) + "\n");
+    write_file_atomic((dir / "scores.csv").string(), [&](std::ostream& out) {
+      out << "method,split,index,is_ood,score\n";
+      out.precision(17);
+      for (size_t m = 0; m < scores.size(); ++m)
+        for (const auto& set : sets)
+          for (size_t i = 0; i < set.per_method[m].size(); ++i)
+            out << names[m] << ',' << set.name << ',' << i << ',' << (set.is_ood ? 1 : 0) << ',' << set.per_method[m][i] << '\n';
+    });
+  }
+  return report;
+}
+
+std::string Report::table() const {
+  std::ostringstream o;
+  const auto pct = [](double v) { return fmt::format("{:6.2f}", 100.0 * v); };
+  o << fmt::format("{:<13}", "method");
+  for (size_t s = 0; s < ood_sets.size(); ++s)
+    o << fmt::format(" | {:<35}", fmt::format("{} ({})", ood_sets[s], ood_near[s] ? "near" : "far"));
+  o << " | near mean     | far mean      | ID acc\n";
+  o << fmt::format("{:<13}", "");
+  for (size_t s = 0; s < ood_sets.size(); ++s) o << " | FPR95  AUROC  AUPR-In AUPR-Out";
+  o << " | FPR95  AUROC  | FPR95  AUROC  |\n";
+  for (const auto& r : methods) {
+    o << fmt::format("{:<13}", r.method);
+    for (const auto& name : ood_sets) {
+      const auto& m = r.splits.at(name);
+      o << " | " << pct(m.fpr95) << ' ' << pct(m.auroc) << ' ' << pct(m.aupr_in) << "  " << pct(m.aupr_out) << "  ";
+    }
+    o << " | " << (r.has_near ? pct(r.near_mean.fpr95) + ' ' + pct(r.near_mean.auroc) : std::string(13, ' '));
+    o << " | " << (r.has_far ? pct(r.far_mean.fpr95) + ' ' + pct(r.far_mean.auroc) : std::string(13, ' '));
+    o << " | " << pct(id_accuracy) << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace nordf::ood

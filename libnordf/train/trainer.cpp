@@ -1,0 +1,385 @@
+#include <libnordf/core/io.h>
+#include <libnordf/train/schedule.h>
+#include <libnordf/train/trainer.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+
+namespace nordf {
+
+// ---- schedules -----------------------------------------------------------------------------
+
+GrlScheduleKind parse_grl_schedule(const std::string& name) {
+  if (name == "constant") return GrlScheduleKind::kConstant;
+  if (name == "linear") return GrlScheduleKind::kLinear;
+  if (name == "dann") return GrlScheduleKind::kDann;
+  if (name == "step") return GrlScheduleKind::kStep;
+  throw std::invalid_argument("unknown GRL schedule '" + name + "'; known: constant, linear, dann, step");
+}
+
+std::string grl_schedule_name(GrlScheduleKind kind) {
+  switch (kind) {
+    case GrlScheduleKind::kConstant: return "constant";
+    case GrlScheduleKind::kLinear: return "linear";
+    case GrlScheduleKind::kDann: return "dann";
+    case GrlScheduleKind::kStep: return "step";
+  }
+  return "?";
+}
+
+double GrlSchedule::value(double p, int64_t epoch) const {
+  p = std::min(1.0, std::max(0.0, p));
+  switch (kind) {
+    case GrlScheduleKind::kConstant: return weight;
+    case GrlScheduleKind::kLinear: return start + (weight - start) * p;
+    case GrlScheduleKind::kDann: return weight * (2.0 / (1.0 + std::exp(-gamma * p)) - 1.0);
+    case GrlScheduleKind::kStep: {
+      const double steps = static_cast<double>(epoch / std::max<int64_t>(1, step_epochs));
+      const double inc = (weight - initial) / ((weight / initial) * static_cast<double>(step_epochs));
+      return std::min(weight, initial + steps * inc);
+    }
+  }
+  return weight;
+}
+
+LrScheduleKind parse_lr_schedule(const std::string& name) {
+  if (name == "constant") return LrScheduleKind::kConstant;
+  if (name == "cosine") return LrScheduleKind::kCosine;
+  throw std::invalid_argument("unknown lr schedule '" + name + "'; known: constant, cosine");
+}
+
+std::string lr_schedule_name(LrScheduleKind kind) { return kind == LrScheduleKind::kConstant ? "constant" : "cosine"; }
+
+double lr_at(LrScheduleKind kind, double base, double p) {
+  if (kind == LrScheduleKind::kConstant) return base;
+  p = std::min(1.0, std::max(0.0, p));
+  return base * 0.5 * (1.0 + std::cos(M_PI * p));
+}
+
+// ---- trainer -------------------------------------------------------------------------------
+
+namespace {
+
+// Running sums of a phase: loss·pairs for 4 terms, correct images, images, correct pairs, pairs.
+enum Sum { kTotal, kSim, kCls, kRec, kClsCorrect, kImages, kSimCorrect, kPairs, kNumSums };
+
+PhaseStats finish(const double* s, bool has_similarity) {
+  PhaseStats st;
+  const double n = std::max(1.0, s[kPairs]);
+  st.total = s[kTotal] / n;
+  st.sim = s[kSim] / n;
+  st.cls = s[kCls] / n;
+  st.rec = s[kRec] / n;
+  st.cls_accuracy = s[kClsCorrect] / std::max(1.0, s[kImages]);
+  st.sim_accuracy = has_similarity ? s[kSimCorrect] / n : std::numeric_limits<double>::quiet_NaN();
+  st.pairs = static_cast<int64_t>(s[kPairs]);
+  return st;
+}
+
+nlohmann::json to_json(const PhaseStats& s) {
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  return {{"loss", num(s.total)},         {"sim_loss", num(s.sim)},          {"cls_loss", num(s.cls)},
+          {"rec_loss", num(s.rec)},       {"cls_accuracy", num(s.cls_accuracy)}, {"sim_accuracy", num(s.sim_accuracy)},
+          {"pairs", s.pairs}};
+}
+
+PhaseStats phase_from_json(const nlohmann::json& j) {
+  auto num = [](const nlohmann::json& v) { return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>(); };
+  PhaseStats s;
+  s.total = num(j.at("loss"));
+  s.sim = num(j.at("sim_loss"));
+  s.cls = num(j.at("cls_loss"));
+  s.rec = num(j.at("rec_loss"));
+  s.cls_accuracy = num(j.at("cls_accuracy"));
+  s.sim_accuracy = num(j.at("sim_accuracy"));
+  s.pairs = j.at("pairs").get<int64_t>();
+  return s;
+}
+
+nlohmann::json history_json(const std::vector<EpochRecord>& history) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& r : history)
+    arr.push_back({{"epoch", r.epoch},
+                   {"train", to_json(r.train)},
+                   {"val", to_json(r.val)},
+                   {"grl_weight", r.grl_weight},
+                   {"lr", r.lr},
+                   {"seconds", r.seconds}});
+  return arr;
+}
+
+std::vector<EpochRecord> history_from_json(const nlohmann::json& arr) {
+  std::vector<EpochRecord> out;
+  for (const auto& j : arr) {
+    EpochRecord r;
+    r.epoch = j.at("epoch").get<int64_t>();
+    r.train = phase_from_json(j.at("train"));
+    r.val = phase_from_json(j.at("val"));
+    r.grl_weight = j.at("grl_weight").get<double>();
+    r.lr = j.at("lr").get<double>();
+    r.seconds = j.at("seconds").get<double>();
+    out.push_back(r);
+  }
+  return out;
+}
+
+torch::serialize::InputArchive open_checkpoint(const std::string& path, torch::Device device) {
+  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path, device);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("'" + path + "' is not a readable libnordf checkpoint: " + std::string(e.what()).substr(0, 200));
+  }
+  c10::IValue format;
+  if (!archive.try_read("format", format) || !format.isString() || format.toStringRef() != "libnordf-checkpoint-1")
+    throw std::runtime_error("'" + path + "' is not a libnordf checkpoint");
+  return archive;
+}
+
+}  // namespace
+
+Trainer::Trainer(NordF model, std::shared_ptr<ReconstructionLoss> recon_loss, std::shared_ptr<PairLoader> train,
+                 std::shared_ptr<PairLoader> val, TrainOptions options)
+    : model_(std::move(model)),
+      recon_loss_(std::move(recon_loss)),
+      train_(std::move(train)),
+      val_(std::move(val)),
+      options_(std::move(options)),
+      loss_(options_.loss_weights, recon_loss_) {
+  if (!train_) throw std::invalid_argument("Trainer: no training loader");
+  if (options_.epochs <= 0) throw std::invalid_argument("Trainer: epochs must be positive");
+  if (options_.out_dir.empty()) throw std::invalid_argument("Trainer: out_dir is empty");
+  model_->to(options_.device);
+  recon_loss_->to(options_.device);
+  std::vector<torch::Tensor> params;
+  for (auto& p : model_->parameters())
+    if (p.requires_grad()) params.push_back(p);
+  if (options_.decoupled_weight_decay) {
+    optimizer_ = std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
+  } else {
+    optimizer_ = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
+  }
+}
+
+double Trainer::progress(int64_t epoch, int64_t step) const {
+  const double per_epoch = static_cast<double>(train_->num_batches());
+  return (static_cast<double>(epoch) * per_epoch + static_cast<double>(step)) /
+         (static_cast<double>(options_.epochs) * per_epoch);
+}
+
+void Trainer::run_phase(bool train, int64_t epoch, PhaseStats& stats, double* sums, int64_t first_step, bool& stopped) {
+  auto& loader = train ? *train_ : *val_;
+  const int64_t steps = loader.num_batches();
+  // Validation always uses epoch 0's pairs, so its numbers are comparable across epochs.
+  auto batches = loader.epoch(train ? epoch : 0, first_step);
+  model_->train(train);
+  recon_loss_->train(false);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t pairs_done = 0;
+  for (int64_t step = first_step; step < steps; ++step) {
+    auto batch = batches.next();
+    if (!batch) break;
+    const auto dev = options_.device;
+    auto x1 = batch->x1.to(dev), x2 = batch->x2.to(dev);
+    PairTargets targets{batch->labels1.to(dev), batch->labels2.to(dev), batch->different.to(dev),
+                        batch->target1.to(dev), batch->target2.to(dev)};
+    const int64_t n = x1.size(0);
+    LossTerms terms;
+    PairOutput out;
+    if (train) {
+      const double p = progress(epoch, step);
+      const double w = options_.grl.value(p, epoch);
+      for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr_at(options_.lr_schedule, options_.lr, p));
+      torch::manual_seed(mix_seed(options_.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(step)));
+      out = model_->forward(x1, x2, w);
+      terms = loss_(out, targets);
+      TORCH_CHECK(std::isfinite(terms.total.item<double>()), "training diverged: loss is ", terms.total.item<double>(),
+                  " at epoch ", epoch + 1, " step ", step + 1);
+      optimizer_->zero_grad();
+      terms.total.backward();
+      if (options_.grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.grad_clip_norm);
+      optimizer_->step();
+    } else {
+      c10::InferenceMode guard;
+      out = model_->forward(x1, x2, 0.0);
+      terms = loss_(out, targets);
+    }
+    {
+      torch::NoGradGuard no_grad;
+      const double nd = static_cast<double>(n);
+      sums[kTotal] += terms.total.item<double>() * nd;
+      sums[kSim] += terms.sim.item<double>() * nd;
+      sums[kCls] += terms.cls.item<double>() * nd;
+      sums[kRec] += terms.rec.item<double>() * nd;
+      sums[kClsCorrect] += (out.logits1.argmax(1) == targets.labels1).sum().item<double>() +
+                           (out.logits2.argmax(1) == targets.labels2).sum().item<double>();
+      sums[kImages] += 2 * nd;
+      if (out.dissimilarity.defined())
+        sums[kSimCorrect] += ((out.dissimilarity > 0.5).to(torch::kFloat) == targets.different).sum().item<double>();
+      sums[kPairs] += nd;
+    }
+    pairs_done += n;
+    if (options_.on_progress) {
+      TrainProgress pr;
+      pr.phase = train ? "train" : "val";
+      pr.epoch = epoch + 1;
+      pr.epochs = options_.epochs;
+      pr.step = step + 1;
+      pr.steps = steps;
+      pr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      pr.pairs_per_second = pr.seconds > 0 ? static_cast<double>(pairs_done) / pr.seconds : 0;
+      pr.loss = sums[kTotal] / std::max(1.0, sums[kPairs]);
+      options_.on_progress(pr);
+    }
+    if (train && options_.stop && options_.stop->load()) {
+      save_checkpoint("latest.pt", epoch, step + 1, sums);
+      stopped = true;
+      return;
+    }
+  }
+  stats = finish(sums, model_->has_similarity());
+}
+
+std::string Trainer::save_checkpoint(const std::string& name, int64_t epoch, int64_t step, const double* sums) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format", c10::IValue(std::string("libnordf-checkpoint-1")));
+  torch::serialize::OutputArchive model_archive, optim_archive;
+  model_->save(model_archive);
+  optimizer_->save(optim_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optim_archive);
+  archive.write("epoch", c10::IValue(epoch));
+  archive.write("step", c10::IValue(step));
+  archive.write("seed", c10::IValue(static_cast<int64_t>(options_.seed)));
+  archive.write("config", c10::IValue(options_.config_json));
+  archive.write("history", c10::IValue(history_json(history_).dump()));
+  archive.write("sums", torch::from_blob(const_cast<double*>(sums), {kNumSums}, torch::kDouble).clone());
+  archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+  const std::string path = (std::filesystem::path(options_.out_dir) / "checkpoints" / name).string();
+  write_file_atomic(path, [&](std::ostream& out) { archive.save_to(out); });
+  return path;
+}
+
+void Trainer::write_history() const {
+  write_file_atomic((std::filesystem::path(options_.out_dir) / "history.json").string(),
+                    history_json(history_).dump(2) + "\n");
+}
+
+void Trainer::resume(const std::string& path) {
+  auto archive = open_checkpoint(path, options_.device);
+  torch::serialize::InputArchive model_archive, optim_archive;
+  archive.read("model", model_archive);
+  archive.read("optimizer", optim_archive);
+  try {
+    model_->load(model_archive);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint '" + path + "' does not fit this model: " + std::string(e.what()).substr(0, 300));
+  }
+  optimizer_->load(optim_archive);
+  c10::IValue epoch, step, history;
+  archive.read("epoch", epoch);
+  archive.read("step", step);
+  archive.read("history", history);
+  torch::Tensor sums, rng;
+  archive.read("sums", sums);
+  archive.read("rng_cpu", rng);
+  auto gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(rng);
+  start_epoch_ = epoch.toInt();
+  start_step_ = step.toInt();
+  auto s = sums.to(torch::kCPU).contiguous();
+  resume_sums_.assign(s.data_ptr<double>(), s.data_ptr<double>() + kNumSums);
+  history_ = history_from_json(nlohmann::json::parse(history.toStringRef()));
+}
+
+FitResult Trainer::fit() {
+  namespace fs = std::filesystem;
+  write_file_atomic((fs::path(options_.out_dir) / "config.json").string(), options_.config_json + "\n");
+  FitResult result;
+  for (int64_t epoch = start_epoch_; epoch < options_.epochs; ++epoch) {
+    const auto t0 = std::chrono::steady_clock::now();
+    double sums[kNumSums] = {0};
+    int64_t first = 0;
+    if (epoch == start_epoch_ && !resume_sums_.empty()) {
+      std::copy(resume_sums_.begin(), resume_sums_.end(), sums);
+      first = start_step_;
+    }
+    EpochRecord rec;
+    rec.epoch = epoch + 1;
+    bool stopped = false;
+    run_phase(true, epoch, rec.train, sums, first, stopped);
+    if (stopped) {
+      result.interrupted = true;
+      result.epochs_done = epoch;
+      result.checkpoint = (fs::path(options_.out_dir) / "checkpoints" / "latest.pt").string();
+      return result;
+    }
+    if (val_) {
+      double vs[kNumSums] = {0};
+      bool unused = false;
+      run_phase(false, epoch, rec.val, vs, 0, unused);
+    }
+    rec.grl_weight = options_.grl.value(progress(epoch, train_->num_batches() - 1), epoch);
+    rec.lr = lr_at(options_.lr_schedule, options_.lr, progress(epoch, train_->num_batches() - 1));
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    history_.push_back(rec);
+    write_history();
+    const double zero[kNumSums] = {0};
+    const bool last = epoch + 1 == options_.epochs;
+    if (last || (options_.checkpoint_every > 0 && (epoch + 1) % options_.checkpoint_every == 0)) {
+      char name[32];
+      std::snprintf(name, sizeof name, "epoch-%04lld.pt", static_cast<long long>(epoch + 1));
+      result.checkpoint = save_checkpoint(name, epoch + 1, 0, zero);
+    }
+    save_checkpoint("latest.pt", epoch + 1, 0, zero);
+    if (options_.on_epoch) options_.on_epoch(rec);
+    result.epochs_done = epoch + 1;
+    if (options_.stop && options_.stop->load()) {
+      result.interrupted = !last;
+      return result;
+    }
+  }
+  resume_sums_.clear();
+  return result;
+}
+
+std::string checkpoint_config(const std::string& path) {
+  auto archive = open_checkpoint(path, torch::kCPU);
+  c10::IValue config;
+  archive.read("config", config);
+  return config.toStringRef();
+}
+
+void load_checkpoint_model(NordF& model, const std::string& path, torch::Device device) {
+  auto archive = open_checkpoint(path, device);
+  torch::serialize::InputArchive model_archive;
+  archive.read("model", model_archive);
+  try {
+    model->load(model_archive);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint '" + path + "' does not fit this model: " + std::string(e.what()).substr(0, 300));
+  }
+  model->to(device);
+}
+
+double classification_accuracy(NordF& model, const ImageLoader& loader, torch::Device device) {
+  c10::InferenceMode guard;
+  model->eval();
+  int64_t correct = 0, total = 0;
+  auto pass = loader.pass();
+  while (auto batch = pass.next()) {
+    auto logits = model->encode(batch->images.to(device)).logits;
+    correct += (logits.argmax(1).cpu() == batch->labels).sum().item<int64_t>();
+    total += batch->labels.size(0);
+  }
+  return total ? static_cast<double>(correct) / static_cast<double>(total) : 0.0;
+}
+
+}  // namespace nordf

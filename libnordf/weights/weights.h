@@ -1,0 +1,52 @@
+#pragma once
+/// @file
+/// Loading pretrained weights that users bring: PyTorch checkpoints (zip and legacy formats)
+/// and .safetensors, in torchvision, official ConvNeXt-V2 and timm key layouts.
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nordf {
+
+/// Options of `load_weights`.
+struct LoadWeightsOptions {
+  /// Strict: every parameter/buffer of the module must be loaded from the file and every tensor
+  /// of the file must be used, except heads that a feature extractor drops (`classifier.*`,
+  /// `head.*`, `norm.*`), which are reported as skipped. Non-strict loads what matches, leaves
+  /// the rest at init and reports both.
+  TORCH_ARG(bool, strict) = true;
+};
+
+/// What `load_weights` did.
+struct LoadReport {
+  std::string format;  ///< "safetensors", "torch-zip" or "torch-legacy"
+  std::string layout;  ///< "direct", "timm-convnextv2"
+  std::vector<std::string> loaded;   ///< module keys filled from the file
+  std::vector<std::string> skipped;  ///< file keys not used (heads, or unmatched when non-strict)
+  std::vector<std::string> missing;  ///< module keys left at their initial values
+  std::vector<std::string> converted;  ///< file keys converted from fp16/bf16/fp64 to the module's dtype
+  /// One-paragraph summary for logs.
+  std::string summary() const;
+};
+
+/// Reads every tensor of a weights file into a flat name → tensor map (CPU). Accepts
+/// .safetensors, `torch.save` zip archives and legacy (pre-1.6) `torch.save` files holding a
+/// dict or OrderedDict of tensors, optionally wrapped as {'model': …} or {'state_dict': …};
+/// strips `module.` prefixes. Throws `std::runtime_error` naming the file when it is missing,
+/// truncated, not a checkpoint, or holds something other than tensors.
+std::map<std::string, torch::Tensor> read_state_dict(const std::string& path);
+
+/// Loads a weights file into `module` (a backbone, a NordF's `backbone`, or any module whose
+/// parameter names follow the file's layout). timm ConvNeXt-V2 keys are mapped onto the official
+/// layout. Tensors are converted to the module's dtype and device. Throws `std::runtime_error`
+/// naming the first offending key (with both shapes on a mismatch) in strict mode.
+LoadReport load_weights(torch::nn::Module& module, const std::string& path, const LoadWeightsOptions& options = {});
+
+/// Same, from an in-memory state dict (`source` names it in messages).
+LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torch::Tensor> state,
+                           const std::string& source, const LoadWeightsOptions& options = {});
+
+}  // namespace nordf

@@ -1,0 +1,329 @@
+#include <libnordf/core/io.h>
+#include <libnordf/data/dataset.h>
+#include <libnordf/data/image.h>
+#include <libnordf/data/loader.h>
+#include <libnordf/data/sources.h>
+#include <libnordf/data/transforms.h>
+
+#include <catch2/catch.hpp>
+#include <matio.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_gz(const std::string& path, const std::string& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+  gzclose(f);
+}
+
+std::string be32(uint32_t v) {
+  return {char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
+}
+
+/// Writes a tiny Fashion-MNIST-like IDX pair: n images of 4×4 whose pixels equal 10·label.
+void write_idx(const std::string& dir, const std::string& stem, int n, int labels_count = -1) {
+  std::string img = be32(0x803) + be32(n) + be32(4) + be32(4), lab = be32(0x801);
+  if (labels_count < 0) labels_count = n;
+  lab += be32(labels_count);
+  for (int i = 0; i < n; ++i) img += std::string(16, char(10 * (i % 10)));
+  for (int i = 0; i < labels_count; ++i) lab += char(i % 10);
+  write_gz(dir + "/" + stem + "-images-idx3-ubyte.gz", img);
+  write_gz(dir + "/" + stem + "-labels-idx1-ubyte.gz", lab);
+}
+
+void write_png(const std::string& path, float value, int size = 8) {
+  fs::create_directories(fs::path(path).parent_path());
+  nordf::save_png(path, torch::full({3, size, size}, value));
+}
+
+}  // namespace
+
+TEST_CASE("images decode to 3×H×W floats and corrupt files are named", "[data]") {
+  const auto dir = nordf_test::work_dir("images");
+  auto img = torch::rand({3, 5, 7});
+  nordf::save_png(dir + "/a.png", img);
+  auto back = nordf::load_image(dir + "/a.png");
+  CHECK(back.sizes() == torch::IntArrayRef({3, 5, 7}));
+  CHECK(nordf_test::max_abs_diff(back, img) <= 0.5 / 255.0 + 1e-6);
+  nordf::save_png(dir + "/gray.png", torch::full({1, 4, 4}, 0.5f));
+  auto gray = nordf::load_image(dir + "/gray.png");
+  CHECK(gray.size(0) == 3);
+  CHECK(torch::allclose(gray[0], gray[2]));
+
+  // Truncated PNG.
+  std::string bytes = nordf::read_file(dir + "/a.png");
+  nordf::write_file_atomic(dir + "/trunc.png", bytes.substr(0, bytes.size() / 2));
+  REQUIRE_THROWS_WITH(nordf::load_image(dir + "/trunc.png"), Catch::StartsWith("cannot decode image '" + dir + "/trunc.png'"));
+  nordf::write_file_atomic(dir + "/junk.jpg", std::string("not an image at all"));
+  REQUIRE_THROWS_WITH(nordf::load_image(dir + "/junk.jpg"), Catch::Contains("junk.jpg"));
+  REQUIRE_THROWS_WITH(nordf::load_image(dir + "/missing.png"), Catch::Contains("does not exist"));
+}
+
+TEST_CASE("Fashion-MNIST layout: ID classes 0–4, near-OOD 5–9, counts checked", "[data]") {
+  const auto dir = nordf_test::work_dir("fmnist");
+  write_idx(dir, "train", 200);
+  write_idx(dir, "t10k", 100);
+  nordf::SplitOptions o;
+  auto split = nordf::fashion_mnist_split(dir, "", o);
+  CHECK(split.num_classes() == 5);
+  CHECK(split.train->size() + split.val->size() == 100);  // the 100 training images of classes 0–4
+  CHECK(split.val->size() == 10);                          // 10% stratified: 2 per class
+  CHECK(split.test->size() == 50);
+  REQUIRE(split.ood.size() == 1);  // no far-OOD file given: none, and a note says so
+  CHECK(split.ood[0].near);
+  CHECK(split.ood[0].data->size() == 50);
+  CHECK(split.notes.size() == 1);
+  std::set<int64_t> ood_labels;
+  for (int64_t i = 0; i < split.ood[0].data->size(); ++i) ood_labels.insert(split.ood[0].data->label(i));
+  CHECK(ood_labels == std::set<int64_t>{5, 6, 7, 8, 9});
+  for (int64_t i = 0; i < split.train->size(); ++i) {
+    CHECK(split.train->label(i) < 5);
+    // Pixel value encodes the label, so labels and images stay aligned.
+    CHECK(split.train->image(i)[0][0][0].item<float>() == Approx(10.0 * split.train->label(i) / 255.0));
+  }
+  o.train_per_class = 3;
+  CHECK(nordf::fashion_mnist_split(dir, "", o).train->size() == 15);
+
+  write_idx(dir, "t10k", 100, 99);
+  REQUIRE_THROWS_WITH(nordf::fashion_mnist_split(dir, "", o), Catch::Contains("holds 99 labels"));
+  REQUIRE_THROWS_WITH(nordf::fashion_mnist_split(dir + "/nope", "", o), Catch::Contains("does not exist"));
+  write_gz(dir + "/train-images-idx3-ubyte.gz", be32(0x803) + be32(5) + be32(4) + be32(4) + "short");
+  REQUIRE_THROWS_WITH(nordf::read_idx_images(dir + "/train-images-idx3-ubyte.gz"), Catch::Contains("truncated"));
+}
+
+TEST_CASE("UCI digits far-OOD set reads the CSV", "[data]") {
+  const auto dir = nordf_test::work_dir("digits");
+  std::string line;
+  for (int k = 0; k < 64; ++k) line += std::to_string(k % 17) + ",";
+  write_gz(dir + "/digits.csv.gz", line + "3\n" + line + "7\n");
+  auto d = nordf::read_uci_digits(dir + "/digits.csv.gz");
+  REQUIRE(d->size() == 2);
+  CHECK(d->label(1) == 7);
+  CHECK(d->image(0).sizes() == torch::IntArrayRef({3, 8, 8}));
+  CHECK(d->image(0).max().item<float>() == Approx(1.0));
+}
+
+TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]") {
+  const auto dir = nordf_test::work_dir("folder");
+  for (int c = 0; c < 3; ++c)
+    for (int i = 0; i < 10; ++i) write_png(dir + "/id/class" + std::to_string(c) + "/" + std::to_string(i) + ".png", c / 3.0f);
+  for (int i = 0; i < 4; ++i) write_png(dir + "/near/x" + std::to_string(i) + ".png", 0.9f);
+  nordf::SplitOptions o;
+  auto split = nordf::image_folder_split(dir + "/id", dir + "/near", {""}, o);
+  CHECK(split.class_names == std::vector<std::string>{"class0", "class1", "class2"});
+  CHECK(split.train->size() == 24);
+  CHECK(split.val->size() == 3);
+  CHECK(split.test->size() == 3);
+  REQUIRE(split.ood.size() == 1);
+  CHECK(split.ood[0].data->size() == 4);
+  fs::create_directories(dir + "/id/empty_class");
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o), Catch::Contains("empty_class' holds no images"));
+  fs::remove(dir + "/id/empty_class");
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/missing", "", {}, o), Catch::Contains("does not exist"));
+
+  // A corrupt file fails when read, naming it; with skip_corrupt it is dropped and counted.
+  nordf::write_file_atomic(dir + "/id/class0/bad.png", std::string("garbage"));
+  o.skip_corrupt = true;
+  auto skipping = nordf::image_folder_split(dir + "/id", "", {}, o);
+  CHECK(skipping.skipped_files.size() == 1);
+  CHECK(skipping.train->size() + skipping.val->size() + skipping.test->size() == 30);
+}
+
+TEST_CASE("Stanford Dogs and Flowers-102 layouts from .mat files", "[data]") {
+  const auto dir = nordf_test::work_dir("dogs");
+  // 8 classes; class k has 10 + k training images, so the 5 most frequent are 3..7.
+  std::vector<std::string> train_files, test_files;
+  std::vector<double> train_labels, test_labels;
+  for (int c = 0; c < 8; ++c) {
+    for (int i = 0; i < 10 + c; ++i) {
+      train_files.push_back("n0" + std::to_string(c) + "-breed" + std::to_string(c) + "/tr" + std::to_string(i) + ".png");
+      train_labels.push_back(c + 1);
+    }
+    for (int i = 0; i < 2; ++i) {
+      test_files.push_back("n0" + std::to_string(c) + "-breed" + std::to_string(c) + "/te" + std::to_string(i) + ".png");
+      test_labels.push_back(c + 1);
+    }
+  }
+  for (auto* files : {&train_files, &test_files})
+    for (const auto& f : *files) write_png(dir + "/Images/" + f, 0.3f);
+  auto write_list = [&](const std::string& name, const std::vector<std::string>& files, const std::vector<double>& labels) {
+    mat_t* mat = Mat_CreateVer((dir + "/" + name).c_str(), nullptr, MAT_FT_MAT5);
+    REQUIRE(mat != nullptr);
+    size_t dims[2] = {files.size(), 1};
+    matvar_t* cell = Mat_VarCreate("file_list", MAT_C_CELL, MAT_T_CELL, 2, dims, nullptr, 0);
+    for (size_t i = 0; i < files.size(); ++i) {
+      size_t sdims[2] = {1, files[i].size()};
+      matvar_t* s = Mat_VarCreate(nullptr, MAT_C_CHAR, MAT_T_UTF8, 2, sdims, const_cast<char*>(files[i].c_str()), 0);
+      Mat_VarSetCell(cell, static_cast<int>(i), s);
+    }
+    Mat_VarWrite(mat, cell, MAT_COMPRESSION_NONE);
+    Mat_VarFree(cell);
+    matvar_t* lab = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, const_cast<double*>(labels.data()), 0);
+    Mat_VarWrite(mat, lab, MAT_COMPRESSION_NONE);
+    Mat_VarFree(lab);
+    Mat_Close(mat);
+  };
+  write_list("train_list.mat", train_files, train_labels);
+  write_list("test_list.mat", test_files, test_labels);
+
+  // Flowers: 6 images, labels 1..3, ids split over trnid/valid/tstid.
+  const auto flowers = dir + "/flowers";
+  for (int i = 1; i <= 6; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "image_%05d.jpg", i);
+    fs::create_directories(flowers + "/jpg");
+    nordf::save_png(flowers + "/jpg/" + name, torch::full({3, 4, 4}, 0.5f));  // PNG bytes: stb sniffs the content
+  }
+  {
+    mat_t* mat = Mat_CreateVer((flowers + "/imagelabels.mat").c_str(), nullptr, MAT_FT_MAT5);
+    double labels[6] = {1, 1, 2, 2, 3, 3};
+    size_t dims[2] = {1, 6};
+    matvar_t* v = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, labels, 0);
+    Mat_VarWrite(mat, v, MAT_COMPRESSION_NONE);
+    Mat_VarFree(v);
+    Mat_Close(mat);
+    mat = Mat_CreateVer((flowers + "/setid.mat").c_str(), nullptr, MAT_FT_MAT5);
+    double trn[2] = {1, 3}, val[2] = {2, 4}, tst[2] = {5, 6};
+    size_t d2[2] = {1, 2};
+    for (auto kv : std::vector<std::pair<const char*, double*>>{{"trnid", trn}, {"valid", val}, {"tstid", tst}}) {
+      matvar_t* s = Mat_VarCreate(kv.first, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, d2, kv.second, 0);
+      Mat_VarWrite(mat, s, MAT_COMPRESSION_NONE);
+      Mat_VarFree(s);
+    }
+    Mat_Close(mat);
+  }
+
+  nordf::SplitOptions o;
+  auto split = nordf::stanford_dogs_split(dir, flowers, o);
+  CHECK(split.class_names == std::vector<std::string>{"n07-breed7", "n06-breed6", "n05-breed5", "n04-breed4", "n03-breed3"});
+  const int64_t id_total = 17 + 16 + 15 + 14 + 13;
+  CHECK(split.train->size() + split.val->size() + split.test->size() == id_total);
+  // Stratified 80/10/10 per class: round(0.8·n) training images of each class.
+  std::map<int64_t, int64_t> per_class;
+  for (int64_t i = 0; i < split.train->size(); ++i) per_class[split.train->label(i)]++;
+  CHECK(per_class[0] == 14);  // 17 images of breed7 → 14 / 2 / 1
+  CHECK(per_class[4] == 10);  // 13 images of breed3 → 10 / 1 / 2
+  REQUIRE(split.ood.size() == 2);
+  CHECK(split.ood[0].near);
+  CHECK(split.ood[0].data->size() == 6);  // test images of breeds 0..2
+  CHECK_FALSE(split.ood[1].near);
+  CHECK(split.ood[1].data->size() == 6);
+  CHECK(split.ood[1].data->label(4) == 2);
+  // The same seed gives the same split; the ID classes come from the training list only.
+  auto again = nordf::stanford_dogs_split(dir, "", o);
+  CHECK(again.train->source(0) == split.train->source(0));
+  REQUIRE_THROWS_WITH(nordf::oxford_flowers(dir + "/nowhere"), Catch::Contains("does not exist"));
+}
+
+TEST_CASE("pair sampler: rate, fresh partners each epoch, reproducible", "[data]") {
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 1000; ++i) labels.push_back(i % 5);
+  nordf::PairSampler sampler(labels, 0.5, 42);
+  auto e0 = sampler.epoch_pairs(0), e1 = sampler.epoch_pairs(1);
+  REQUIRE(e0.size() == 1000);
+  double same = 0;
+  std::set<int64_t> anchors;
+  for (const auto& p : e0) {
+    same += p.different == 0;
+    anchors.insert(p.first);
+    CHECK(p.different == (labels[p.first] != labels[p.second] ? 1 : 0));
+    if (p.different == 0) CHECK(p.first != p.second);
+  }
+  CHECK(anchors.size() == 1000);  // every image is an anchor once per epoch
+  CHECK(same / 1000 == Approx(0.5).margin(0.05));
+  std::map<int64_t, int64_t> partner0, partner1;
+  for (const auto& p : e0) partner0[p.first] = p.second;
+  for (const auto& p : e1) partner1[p.first] = p.second;
+  int changed = 0;
+  for (auto& kv : partner0) changed += partner1[kv.first] != kv.second;
+  CHECK(changed > 900);
+  auto again = nordf::PairSampler(labels, 0.5, 42).epoch_pairs(1);
+  for (size_t i = 0; i < again.size(); ++i) CHECK((again[i].first == e1[i].first && again[i].second == e1[i].second));
+  nordf::PairSampler mostly_same(labels, 0.9, 1);
+  double s9 = 0;
+  for (const auto& p : mostly_same.epoch_pairs(0)) s9 += p.different == 0;
+  CHECK(s9 / 1000 == Approx(0.9).margin(0.04));
+  REQUIRE_THROWS_AS(nordf::PairSampler(labels, 1.5, 0), std::invalid_argument);
+}
+
+TEST_CASE("pair loader: deterministic batches, un-normalised targets, errors", "[data]") {
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 40; ++i) labels.push_back(i % 4);
+  auto images = torch::randint(0, 256, {40, 1, 28, 28}).to(torch::kUInt8);
+  auto data = std::make_shared<nordf::TensorImageDataset>("toy", images, labels);
+  nordf::LoaderOptions o;
+  o.batch_size = 8;
+  o.workers = 3;
+  o.seed = 5;
+  o.augment = true;
+  o.drop_last = true;
+  o.transform.image_size = 32;
+  o.transform.recon_size = 16;
+  o.transform.hflip_prob = 0.5;
+  o.transform.rotation_degrees = 10;
+  o.transform.crop_scale_min = 0.5;
+  nordf::PairLoader a(data, 0.5, o), b(data, 0.5, o);
+  CHECK(a.num_batches() == 5);
+  auto ea = a.epoch(3), eb = b.epoch(3);
+  int n = 0;
+  while (auto ba = ea.next()) {
+    auto bb = eb.next();
+    REQUIRE(bb);
+    CHECK(torch::equal(ba->x1, bb->x1));
+    CHECK(torch::equal(ba->target2, bb->target2));
+    CHECK(torch::equal(ba->labels1, bb->labels1));
+    CHECK(ba->x1.sizes() == torch::IntArrayRef({8, 3, 32, 32}));
+    CHECK(ba->target1.sizes() == torch::IntArrayRef({8, 3, 16, 16}));
+    CHECK(ba->target1.min().item<float>() >= 0.0f);
+    CHECK(ba->target1.max().item<float>() <= 1.0f);
+    CHECK(ba->x1.min().item<float>() < -1.0f);  // normalised input: black maps to −mean/std
+    CHECK(torch::equal(ba->different, (ba->labels1 != ba->labels2).to(torch::kFloat)));
+    ++n;
+  }
+  CHECK(n == 5);
+  // Resuming mid-epoch yields the same later batches.
+  auto full = a.epoch(2);
+  full.next();
+  full.next();
+  auto third = full.next();
+  auto resumed = a.epoch(2, 2).next();
+  CHECK(torch::equal(third->x2, resumed->x2));
+
+  o.batch_size = 41;
+  REQUIRE_THROWS_WITH(nordf::PairLoader(data, 0.5, o), Catch::Contains("batch size 41 is larger than the dataset (40 images)"));
+
+  // A decoding error in a worker reaches the consumer with the file name.
+  auto files = std::make_shared<nordf::FileImageDataset>(std::vector<std::string>{"/nonexistent/a.png", "/nonexistent/b.png"},
+                                                         std::vector<int64_t>{0, 1});
+  nordf::LoaderOptions fo;
+  fo.batch_size = 2;
+  nordf::ImageLoader bad(files, fo);
+  auto pass = bad.pass();
+  REQUIRE_THROWS_WITH(pass.next(), Catch::Contains("/nonexistent/a.png"));
+}
+
+TEST_CASE("transforms", "[data]") {
+  auto img = torch::zeros({3, 8, 8});
+  img.narrow(2, 0, 4).fill_(1.0);  // left half white
+  auto flipped = nordf::hflip(img);
+  CHECK(flipped[0][0][7].item<float>() == 1.0f);
+  CHECK(flipped[0][0][0].item<float>() == 0.0f);
+  CHECK(torch::allclose(nordf::imagenet_denormalize(nordf::imagenet_normalize(img)), img, 1e-5, 1e-6));
+  CHECK(nordf::resize(img, 16).sizes() == torch::IntArrayRef({3, 16, 16}));
+  auto rot = nordf::rotate(img, 180.0);
+  CHECK(rot[0][4][6].item<float>() == Approx(1.0).margin(1e-4));  // the white half moves right
+  std::mt19937_64 rng(0);
+  auto crop = nordf::random_resized_crop(img, 5, 0.3, rng);
+  CHECK(crop.sizes() == torch::IntArrayRef({3, 5, 5}));
+}
