@@ -7,6 +7,7 @@ find_package(Threads REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(MATIO REQUIRED IMPORTED_TARGET matio)
+pkg_check_modules(PLPLOT REQUIRED IMPORTED_TARGET plplot)
 
 # stb is header-only for the two parts libnordf uses (stb_image, stb_image_write).
 find_path(STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)

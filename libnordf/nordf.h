@@ -34,3 +34,5 @@
 #include <libnordf/ood/evaluator.h>
 #include <libnordf/ood/metrics.h>
 #include <libnordf/ood/scores.h>
+
+#include <libnordf/report/plots.h>

@@ -25,8 +25,8 @@ json default_config() {
         {"far_ood_root", ""},
         {"train_per_class", 800},
         {"val_per_class", 200},
-        {"test_per_class", 0},
-        {"ood_limit", 0},
+        {"test_per_class", 500},
+        {"ood_limit", 2500},
         {"fractions", {0.8, 0.1, 0.1}},
         {"same_class_rate", 0.5},
         {"skip_corrupt", false},
@@ -44,7 +44,7 @@ json default_config() {
         {"similarity", "cosine"},
         {"no_similarity", false},
         {"drop_path", 0.0},
-        {"dropout", 0.5},
+        {"dropout", 0.2},
         {"decoder_width", 64},
         {"decoder_blocks", 1}}},
       {"train",
@@ -143,6 +143,9 @@ ConfigFlags::ConfigFlags(CLI::App& app) : app_(app) {
   flag<std::string>(app, s, "--similarity", "/model/similarity", "similarity of the GRL branch", member({"cosine", "euclidean"}));
   switch_flag(app, s, "--no-similarity", "/model/no_similarity", "ablation: train without the GRL branch");
   flag<double>(app, s, "--drop-path", "/model/drop_path", "stochastic-depth rate of the backbone");
+  flag<double>(app, s, "--dropout", "/model/dropout", "dropout of the classification MLP (the prototype: 0.5)");
+  flag<int64_t>(app, s, "--decoder-width", "/model/decoder_width", "width of the decoder's first stage");
+  flag<int64_t>(app, s, "--decoder-blocks", "/model/decoder_blocks", "residual blocks per decoder stage");
   // train
   flag<int64_t>(app, s, "--batch-size", "/train/batch_size", "pairs per batch");
   flag<int64_t>(app, s, "--epochs", "/train/epochs", "epochs");
@@ -162,10 +165,11 @@ ConfigFlags::ConfigFlags(CLI::App& app) : app_(app) {
   flag<double>(app, s, "--grl-weight", "/train/grl_weight", "GRL weight (final value of the schedule)");
   flag<int64_t>(app, s, "--checkpoint-every", "/train/checkpoint_every", "checkpoint every N epochs");
   // evaluation
-  flag<std::vector<std::string>>(app, s, "--ood-methods", "/ood/methods", "OOD scores to evaluate (default: all registered)");
+  flag<std::vector<std::string>>(app, s, "--ood-methods", "/ood/methods", "OOD scores to evaluate (default: all registered)",
+                                 member(ood::score_names()));
   // run
   flag<int64_t>(app, s, "--seed", "/run/seed", "random seed");
-  flag<int64_t>(app, s, "--threads", "/run/threads", "intra-op threads (0 = LibTorch default)");
+  flag<int64_t>(app, s, "--threads", "/run/threads", "intra-op threads (0 = all cores)");
   flag<std::string>(app, s, "--device", "/run/device", "device", member({"cpu", "cuda"}));
   flag<std::string>(app, s, "--out", "/run/out", "output directory (default: runs/<app>-<timestamp>)");
 }

@@ -5,19 +5,24 @@
 
 namespace nordf {
 
-void Backbone::check_input(const torch::Tensor& images) const {
+void Backbone::check_input(const torch::Tensor& images, bool whole) const {
   TORCH_CHECK(images.dim() == 4, backbone_name_, ": expected N×3×H×W input, got ", images.dim(), "-D ",
               images.sizes());
   TORCH_CHECK(images.size(1) == 3, backbone_name_, ": expected 3 input channels, got ", images.size(1));
-  TORCH_CHECK(images.size(2) % 32 == 0 && images.size(3) % 32 == 0 && images.size(2) > 0 && images.size(3) > 0,
-              backbone_name_, ": height and width must be positive multiples of 32, got ", images.size(2), "×",
-              images.size(3));
+  if (whole) {
+    TORCH_CHECK(images.size(2) % 32 == 0 && images.size(3) % 32 == 0 && images.size(2) > 0 && images.size(3) > 0,
+                backbone_name_, ": height and width must be positive multiples of 32, got ", images.size(2), "×",
+                images.size(3));
+  } else {
+    TORCH_CHECK(images.size(2) >= 32 && images.size(3) >= 32, backbone_name_,
+                ": height and width must be at least 32, got ", images.size(2), "×", images.size(3));
+  }
   TORCH_CHECK(images.is_floating_point(), backbone_name_, ": expected floating-point images, got ",
               images.scalar_type());
 }
 
 torch::Tensor Backbone::forward(const torch::Tensor& images) {
-  check_input(images);
+  check_input(images, /*whole=*/true);
   torch::Tensor x = images;
   for (auto& layer : layers_) x = layer(x);
   return x;
@@ -31,7 +36,7 @@ std::vector<torch::Tensor> Backbone::forward_layers(const torch::Tensor& images,
                                   std::to_string(num_layers()) + " layers, 0.." + std::to_string(num_layers() - 1) + ")");
     last = std::max(last, idx);
   }
-  check_input(images);
+  check_input(images, /*whole=*/false);
   std::vector<torch::Tensor> outputs(static_cast<size_t>(last + 1));
   torch::Tensor x = images;
   for (int64_t i = 0; i <= last; ++i) {

@@ -33,12 +33,14 @@ struct BackboneOptions {
 class Backbone : public torch::nn::Module {
  public:
   /// Runs every layer. Input: N×3×H×W float; output N×out_channels()×H/32×W/32.
-  /// Throws c10::Error on a non-4-D input, a channel count other than 3, or H, W not multiples of 32.
+  /// Throws c10::Error on a non-4-D or non-floating-point input, a channel count other than 3, or
+  /// H, W not multiples of 32.
   torch::Tensor forward(const torch::Tensor& images);
 
   /// Runs layers up to the largest index in `layers` and returns the output of each requested
-  /// layer, in the order asked. Throws `std::invalid_argument` naming the index if one is out of
-  /// range [0, num_layers()).
+  /// layer, in the order asked (any H, W ≥ 32; spatial sizes floor at each downsampling, so
+  /// perceptual losses can run at, for example, 112 px). Throws `std::invalid_argument` naming the
+  /// index if one is out of range [0, num_layers()), c10::Error on a bad input shape.
   std::vector<torch::Tensor> forward_layers(const torch::Tensor& images, const std::vector<int64_t>& layers);
 
   /// Channels of the final feature map.
@@ -60,7 +62,7 @@ class Backbone : public torch::nn::Module {
   }
 
  private:
-  void check_input(const torch::Tensor& images) const;
+  void check_input(const torch::Tensor& images, bool whole) const;
   std::string backbone_name_;
   std::vector<std::function<torch::Tensor(const torch::Tensor&)>> layers_;
 };

@@ -456,6 +456,7 @@ std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root) {
 OpenSetSplit stanford_dogs_split(const std::string& root, const std::string& flowers_root, const SplitOptions& opt,
                                  int64_t num_id_classes) {
   if (!fs::is_directory(root)) throw std::runtime_error("Stanford Dogs root '" + root + "' does not exist");
+  if (opt.fractions.size() != 3) throw std::invalid_argument("stanford-dogs split needs 3 fractions (train/val/test)");
   auto read_list = [&](const std::string& file, std::vector<std::string>& paths, std::vector<int64_t>& labels) {
     MatFile m(root + "/" + file);
     auto files = m.strings("file_list");

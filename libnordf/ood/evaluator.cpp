@@ -119,6 +119,8 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
     report.ood_sets.push_back(sets[s].name);
     report.ood_near.push_back(sets[s].near);
   }
+  for (size_t m = 0; m < scores.size(); ++m)
+    for (const auto& set : sets) report.scores[names[m]][set.name] = set.per_method[m];
   for (size_t m = 0; m < scores.size(); ++m) {
     MethodResult r;
     r.method = names[m];

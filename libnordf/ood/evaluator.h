@@ -45,6 +45,8 @@ struct Report {
   std::vector<std::string> ood_sets;  ///< names, in split order
   std::vector<bool> ood_near;
   std::vector<MethodResult> methods;
+  /// Raw scores: method → set ("id_test" or an OOD set name) → one score per image.
+  std::map<std::string, std::map<std::string, std::vector<double>>> scores;
   /// The OpenOOD-style table: one row per method; FPR@95, AUROC, AUPR-In, AUPR-Out per set
   /// (in %), near/far means of FPR@95 and AUROC, and ID accuracy.
   std::string table() const;

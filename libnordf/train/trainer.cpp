@@ -338,11 +338,12 @@ FitResult Trainer::fit() {
       std::snprintf(name, sizeof name, "epoch-%04lld.pt", static_cast<long long>(epoch + 1));
       result.checkpoint = save_checkpoint(name, epoch + 1, 0, zero);
     }
-    save_checkpoint("latest.pt", epoch + 1, 0, zero);
+    const auto latest = save_checkpoint("latest.pt", epoch + 1, 0, zero);
     if (options_.on_epoch) options_.on_epoch(rec);
     result.epochs_done = epoch + 1;
     if (options_.stop && options_.stop->load()) {
       result.interrupted = !last;
+      result.checkpoint = latest;
       return result;
     }
   }

@@ -522,7 +522,7 @@ std::string shape_str(c10::IntArrayRef s) {
 std::string LoadReport::summary() const {
   std::ostringstream o;
   o << format << " (" << layout << "): loaded " << loaded.size() << " tensors";
-  if (!converted.empty()) o << " (" << converted.size() << " converted to float32)";
+  if (!converted.empty()) o << " (" << converted.size() << " converted to the model's dtype)";
   o << ", skipped " << skipped.size();
   if (!skipped.empty()) o << " [" << skipped.front() << (skipped.size() > 1 ? ", …]" : "]");
   o << ", left at init " << missing.size();
@@ -578,8 +578,9 @@ LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torc
   for (auto& kv : params) targets[kv.key()] = kv.value();
   for (auto& kv : buffers) targets[kv.key()] = kv.value();
 
+  // Match and check everything first, so a failed strict load leaves the module untouched.
   std::set<std::string> used;
-  torch::NoGradGuard no_grad;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;  // (destination, source)
   for (auto& kv : targets) {
     auto it = state.find(kv.first);
     if (it == state.end()) {
@@ -592,18 +593,23 @@ LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torc
     torch::Tensor src = it->second;
     auto& dst = kv.second;
     if (src.sizes() != dst.sizes()) {
-      // Same values, different singleton layout: timm's GRN (C) vs (1,1,1,C), conv-MLP 1×1 convs vs Linear.
-      if (src.numel() == dst.numel() && (src.dim() == 4 || dst.dim() == 4)) {
+      // Same values in another singleton layout: timm's GRN [C] vs [1,1,1,C], and conv-MLP 1×1
+      // convolutions [O,I,1,1] vs Linear [O,I]. Anything else is a mismatch.
+      auto squeeze = [](c10::IntArrayRef s) {
+        std::vector<int64_t> out;
+        for (auto d : s)
+          if (d != 1) out.push_back(d);
+        return out;
+      };
+      if (squeeze(src.sizes()) == squeeze(dst.sizes())) {
         src = src.reshape(dst.sizes());
       } else {
         throw std::runtime_error("'" + source + "': shape mismatch for '" + kv.first + "': file " +
                                  shape_str(it->second.sizes()) + ", model " + shape_str(dst.sizes()));
       }
     }
-    if (src.scalar_type() != dst.scalar_type()) {
-      if (src.is_floating_point()) report.converted.push_back(kv.first);
-    }
-    dst.copy_(src.to(dst.device(), dst.scalar_type()));
+    if (src.scalar_type() != dst.scalar_type() && src.is_floating_point()) report.converted.push_back(kv.first);
+    copies.emplace_back(dst, src);
     used.insert(it->first);
     report.loaded.push_back(kv.first);
   }
@@ -614,6 +620,8 @@ LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torc
                                shape_str(kv.second.sizes()) + ") has no place in the model");
     report.skipped.push_back(kv.first);
   }
+  torch::NoGradGuard no_grad;
+  for (auto& c : copies) c.first.copy_(c.second.to(c.first.device(), c.first.scalar_type()));
   return report;
 }
 

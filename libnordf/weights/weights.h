@@ -15,7 +15,7 @@ namespace nordf {
 struct LoadWeightsOptions {
   /// Strict: every parameter/buffer of the module must be loaded from the file and every tensor
   /// of the file must be used, except heads that a feature extractor drops (`classifier.*`,
-  /// `head.*`, `norm.*`), which are reported as skipped. Non-strict loads what matches, leaves
+  /// `head.*`, `norm.*`, `fc.*`), which are reported as skipped. Non-strict loads what matches, leaves
   /// the rest at init and reports both.
   TORCH_ARG(bool, strict) = true;
 };
@@ -34,7 +34,8 @@ struct LoadReport {
 
 /// Reads every tensor of a weights file into a flat name → tensor map (CPU). Accepts
 /// .safetensors, `torch.save` zip archives and legacy (pre-1.6) `torch.save` files holding a
-/// dict or OrderedDict of tensors, optionally wrapped as {'model': …} or {'state_dict': …};
+/// dict or OrderedDict of tensors, optionally wrapped as {'state_dict': …}, {'model': …},
+/// {'model_ema': …} or {'module': …};
 /// strips `module.` prefixes. Throws `std::runtime_error` naming the file when it is missing,
 /// truncated, not a checkpoint, or holds something other than tensors.
 std::map<std::string, torch::Tensor> read_state_dict(const std::string& path);
@@ -42,7 +43,8 @@ std::map<std::string, torch::Tensor> read_state_dict(const std::string& path);
 /// Loads a weights file into `module` (a backbone, a NordF's `backbone`, or any module whose
 /// parameter names follow the file's layout). timm ConvNeXt-V2 keys are mapped onto the official
 /// layout. Tensors are converted to the module's dtype and device. Throws `std::runtime_error`
-/// naming the first offending key (with both shapes on a mismatch) in strict mode.
+/// naming the first offending key: a shape mismatch always, a missing or unexpected key in strict
+/// mode. Nothing is copied unless the whole load succeeds.
 LoadReport load_weights(torch::nn::Module& module, const std::string& path, const LoadWeightsOptions& options = {});
 
 /// Same, from an in-memory state dict (`source` names it in messages).

@@ -41,7 +41,7 @@ TEST_CASE("grad_reverse is the identity forward and −w·grad backward", "[bran
   CHECK(torch::allclose(z.grad(), torch::full({2}, -3.0)));
 }
 
-TEST_CASE("dissimilarity stays finite and in [0, 1] on the prototype's crash cases", "[branch][similarity]") {
+TEST_CASE("dissimilarity stays finite and within 0..1 on the prototype's crash cases", "[branch][similarity]") {
   for (auto kind : {nordf::Similarity::kCosine, nordf::Similarity::kEuclidean}) {
     DYNAMIC_SECTION(nordf::similarity_name(kind)) {
       nordf::SimilarityBranch branch(nordf::SimilarityBranchOptions(16).similarity(kind));
@@ -111,7 +111,7 @@ TEST_CASE("ClassificationBranch returns map, embedding and logits", "[branch]") 
   REQUIRE_THROWS_WITH(branch->forward(torch::randn({3, 16, 4, 4})), Catch::Contains("expected N×16×2×2 features"));
 }
 
-TEST_CASE("ReconstructionBranch derives its stages and outputs [0, 1] images", "[branch]") {
+TEST_CASE("ReconstructionBranch derives its stages and outputs images in 0..1", "[branch]") {
   nordf::ReconstructionBranch dec(nordf::ReconstructionBranchOptions(32, 7, 112));
   CHECK(dec->num_stages() == 4);  // 7 → 14 → 28 → 56 → 112, as the prototype's decoder
   nordf::ReconstructionBranch small(nordf::ReconstructionBranchOptions(8, 1, 32).base_width(16).min_width(8));

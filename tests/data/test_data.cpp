@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <matio.h>
+#include <stb_image_write.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -60,6 +61,13 @@ TEST_CASE("images decode to 3×H×W floats and corrupt files are named", "[data]
   auto gray = nordf::load_image(dir + "/gray.png");
   CHECK(gray.size(0) == 3);
   CHECK(torch::allclose(gray[0], gray[2]));
+
+  // JPEG (written with stb_image_write) and BMP decode too.
+  std::vector<uint8_t> rgb(16 * 16 * 3, 200);
+  REQUIRE(stbi_write_jpg((dir + "/c.jpg").c_str(), 16, 16, 3, rgb.data(), 95) != 0);
+  REQUIRE(stbi_write_bmp((dir + "/d.bmp").c_str(), 16, 16, 3, rgb.data()) != 0);
+  CHECK(nordf::load_image(dir + "/c.jpg").mean().item<double>() == Approx(200.0 / 255.0).margin(0.02));
+  CHECK(nordf::load_image(dir + "/d.bmp").sizes() == torch::IntArrayRef({3, 16, 16}));
 
   // Truncated PNG.
   std::string bytes = nordf::read_file(dir + "/a.png");

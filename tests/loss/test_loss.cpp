@@ -66,6 +66,9 @@ TEST_CASE("perceptual loss uses the chosen layers of a frozen, ImageNet-normalis
   loss.train();
   CHECK_FALSE(net->is_training());
   CHECK(loss.forward(target, target).item<double>() == Approx(0.0).margin(1e-7));
+  // The prototype's 112-px reconstructions: not a multiple of 32, fine for intermediate layers.
+  auto r112 = torch::rand({1, 3, 112, 112});
+  CHECK(std::isfinite(loss.forward(r112, torch::rand({1, 3, 112, 112})).item<double>()));
 }
 
 TEST_CASE("perceptual loss rejects layers that do not exist", "[loss]") {

@@ -43,7 +43,7 @@ TEST_CASE("NordF pair forward returns named outputs of the right shapes", "[mode
   CHECK(torch::allclose(pair.recon2, single.reconstruction, 1e-4, 1e-5));
 }
 
-TEST_CASE("NordF forward and backward reach every parameter; the GRL reverses the similarity gradient",
+TEST_CASE("NordF forward and backward reach every parameter and the GRL reverses the similarity gradient",
           "[model]") {
   torch::manual_seed(1);
   nordf::NordF model(tiny_options());

@@ -1,5 +1,6 @@
 # Script run by CTest: install the built tree into WORK_DIR/prefix, then configure, build and run
-# the consumer project in WORK_DIR/build against it with find_package(nordf).
+# a downstream project (CONSUMER_SOURCE_DIR, target EXECUTABLE) in WORK_DIR/build against it with
+# find_package(nordf); its output must match EXPECT.
 file(REMOVE_RECURSE ${WORK_DIR})
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${NORDF_BUILD_DIR} --prefix ${WORK_DIR}/prefix
   RESULT_VARIABLE rc)
@@ -20,11 +21,12 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build RESULT_VARIAB
 if(rc)
   message(FATAL_ERROR "building the consumer failed (${rc})")
 endif()
-execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+execute_process(COMMAND ${WORK_DIR}/build/${EXECUTABLE} WORKING_DIRECTORY ${WORK_DIR}
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out)
 message("${out}")
 if(rc)
-  message(FATAL_ERROR "the consumer failed (${rc})")
+  message(FATAL_ERROR "${EXECUTABLE} failed (${rc})")
 endif()
-if(NOT out MATCHES "consumer ok")
-  message(FATAL_ERROR "unexpected consumer output")
+if(NOT out MATCHES "${EXPECT}")
+  message(FATAL_ERROR "${EXECUTABLE}: output does not match '${EXPECT}'")
 endif()

@@ -1,0 +1,131 @@
+#include <libnordf/backbone/backbone.h>
+#include <libnordf/core/io.h>
+#include <libnordf/model/nordf_model.h>
+#include <libnordf/weights/weights.h>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <unistd.h>
+
+#include "test_util.h"
+
+namespace {
+
+/// Runs the Python oracle (once, then again only when the script changes) and returns its output
+/// directory. Each CTest process would otherwise repeat the ~10 s generation; the output is
+/// written to a private directory and renamed into place, so parallel tests never see half of it.
+const std::string& oracle_dir() {
+  static const std::string dir = [] {
+    namespace fs = std::filesystem;
+    const fs::path script = fs::path(NORDF_TEST_SOURCE_DIR) / "weights" / "oracle_weights.py";
+    const fs::path target = fs::path(NORDF_TEST_WORK_DIR) / "weights_oracle";
+    const fs::path stamp = target / "expected.safetensors";
+    if (fs::exists(stamp) && fs::last_write_time(stamp) >= fs::last_write_time(script)) return target.string();
+    const fs::path tmp = fs::path(NORDF_TEST_WORK_DIR) / ("weights_oracle.tmp" + std::to_string(::getpid()));
+    fs::remove_all(tmp);
+    const std::string cmd = std::string(NORDF_PYTHON) + " " + script.string() + " " + tmp.string();
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("weights oracle failed: " + cmd);
+    std::error_code ec;
+    fs::remove_all(target, ec);
+    fs::rename(tmp, target, ec);
+    if (ec) fs::remove_all(tmp, ec);  // another test process put its (identical) output in place first
+    return target.string();
+  }();
+  return dir;
+}
+
+double parity(const std::string& backbone, const std::string& file, const std::string& expected_key,
+              nordf::LoadReport* report = nullptr) {
+  torch::NoGradGuard g;
+  auto expected = nordf::read_state_dict(oracle_dir() + "/expected.safetensors");
+  auto bb = nordf::make_backbone(backbone);
+  bb->eval();
+  auto r = nordf::load_weights(*bb, oracle_dir() + "/" + file);
+  if (report) *report = r;
+  auto y = bb->forward(expected.at("input"));
+  return nordf_test::max_abs_diff(y, expected.at(expected_key));
+}
+
+}  // namespace
+
+TEST_CASE("torchvision convnext_tiny .pth (OrderedDict, zip) loads with parity", "[weights][oracle]") {
+  nordf::LoadReport r;
+  CHECK(parity("convnext_tiny", "convnext_tiny.pth", "convnext_tiny", &r) <= 1e-4);
+  CHECK(r.format == "torch-zip");
+  CHECK(r.layout == "direct");
+  CHECK(r.missing.empty());
+  // the classifier head (LayerNorm2d + Linear) is skipped and reported
+  CHECK(std::find(r.skipped.begin(), r.skipped.end(), "classifier.2.weight") != r.skipped.end());
+}
+
+TEST_CASE("torchvision vgg16 .pth loads with parity, zip and legacy formats", "[weights][oracle]") {
+  nordf::LoadReport r;
+  CHECK(parity("vgg16", "vgg16.pth", "vgg16", &r) <= 1e-4);
+  CHECK(r.loaded.size() == 26);
+  CHECK(r.skipped == std::vector<std::string>{"classifier.0.bias", "classifier.0.weight"});
+  CHECK(parity("vgg16", "vgg16_legacy.pth", "vgg16", &r) <= 1e-4);
+  CHECK(r.format == "torch-legacy");
+}
+
+TEST_CASE("ConvNeXt-V2 loads from official .pt and timm .safetensors/.pth with parity", "[weights][oracle]") {
+  nordf::LoadReport r;
+  CHECK(parity("convnextv2_atto", "convnextv2_atto_official.pt", "convnextv2_atto", &r) <= 1e-4);
+  CHECK(r.layout == "direct");
+  CHECK(parity("convnextv2_atto", "convnextv2_atto_timm.safetensors", "convnextv2_atto", &r) <= 1e-4);
+  CHECK(r.format == "safetensors");
+  CHECK(r.layout == "timm-convnextv2");
+  CHECK(r.missing.empty());
+  // older timm: GRN as gamma/beta of shape 1×1×1×C, wrapped in {'state_dict'} with module. prefixes
+  CHECK(parity("convnextv2_atto", "convnextv2_atto_timm_old.pth", "convnextv2_atto", &r) <= 1e-4);
+}
+
+TEST_CASE("fp16 and bf16 weights are converted to float32", "[weights][oracle]") {
+  nordf::LoadReport r;
+  CHECK(parity("convnextv2_atto", "convnextv2_atto_fp16.safetensors", "convnextv2_atto_fp16", &r) <= 1e-4);
+  CHECK(!r.converted.empty());
+  CHECK(parity("convnextv2_atto", "convnextv2_atto_bf16.safetensors", "convnextv2_atto_bf16", &r) <= 1e-4);
+}
+
+TEST_CASE("NordF's backbone loads weights and leaves the adapter at init", "[weights][oracle]") {
+  nordf::NordF model(nordf::NordFOptions().backbone("convnextv2_atto").image_size(64).channels(16).recon_size(32)
+                         .decoder_width(16).classifier_hidden({8}));
+  auto adapter_before = model->adapter->conv->weight.clone();
+  auto r = nordf::load_weights(*model->backbone, oracle_dir() + "/convnextv2_atto_official.pt");
+  CHECK(r.missing.empty());
+  CHECK(torch::equal(model->adapter->conv->weight, adapter_before));
+  auto expected = nordf::read_state_dict(oracle_dir() + "/expected.safetensors");
+  torch::NoGradGuard g;
+  model->eval();
+  CHECK(nordf_test::max_abs_diff(model->backbone->forward(expected.at("input")), expected.at("convnextv2_atto")) <= 1e-4);
+}
+
+TEST_CASE("bad weight files give clear errors", "[weights]") {
+  const auto& dir = oracle_dir();
+  auto bb = nordf::make_backbone("convnextv2_atto");
+  // another architecture: strict loading names the first missing key with its shape
+  REQUIRE_THROWS_WITH(nordf::load_weights(*bb, dir + "/vgg16.pth"),
+                      Catch::Contains("missing key 'downsample_layers.0.0.bias'"));
+  // shape mismatch: femto has other widths
+  auto femto = nordf::make_backbone("convnextv2_femto");
+  REQUIRE_THROWS_WITH(nordf::load_weights(*femto, dir + "/convnextv2_atto_official.pt"),
+                      Catch::Contains("shape mismatch for 'downsample_layers.0.0.bias': file [40], model [48]"));
+  // non-strict: loads what fits, reports the rest
+  auto loose = nordf::load_weights(*femto, dir + "/vgg16.pth", nordf::LoadWeightsOptions().strict(false));
+  CHECK(loose.loaded.empty());
+  CHECK(!loose.missing.empty());
+  CHECK(!loose.skipped.empty());
+  // truncated zip, truncated legacy file, truncated safetensors, not a checkpoint, missing file
+  const auto tmp = nordf_test::work_dir("weights_bad");
+  for (const std::string name : {"convnextv2_atto_official.pt", "vgg16_legacy.pth", "convnextv2_atto_timm.safetensors"}) {
+    const auto bytes = nordf::read_file(dir + "/" + name);
+    nordf::write_file_atomic(tmp + "/" + name, bytes.substr(0, bytes.size() / 2));
+    REQUIRE_THROWS_AS(nordf::load_weights(*bb, tmp + "/" + name), std::runtime_error);
+    REQUIRE_THROWS_WITH(nordf::load_weights(*bb, tmp + "/" + name), Catch::Contains(name));
+  }
+  nordf::write_file_atomic(tmp + "/notes.txt", std::string("these are not weights"));
+  REQUIRE_THROWS_WITH(nordf::load_weights(*bb, tmp + "/notes.txt"), Catch::Contains("is not a PyTorch checkpoint"));
+  REQUIRE_THROWS_WITH(nordf::load_weights(*bb, tmp + "/absent.pt"), Catch::Contains("does not exist"));
+}
