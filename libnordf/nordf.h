@@ -36,3 +36,8 @@
 #include <libnordf/ood/scores.h>
 
 #include <libnordf/report/plots.h>
+
+#include <libnordf/saliency/faithfulness.h>
+#include <libnordf/saliency/render.h>
+#include <libnordf/saliency/report.h>
+#include <libnordf/saliency/saliency.h>

@@ -52,6 +52,8 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
   }
   if (eval_only && resume.empty()) throw std::invalid_argument("--eval-only needs --resume OUT");
 
+  // Precedence: defaults < --config < the resumed run's config < this app's defaults < flags
+  // (so nordf-plot's saliency stage also runs on a run that nordf-basic trained).
   json config = default_config();
   if (!config_file.empty()) merge_config(config, read_json(config_file), config_file);
   if (!resume.empty()) {
@@ -59,7 +61,12 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
     merge_config(config, read_json(saved), saved);
     config["run"]["out"] = resume;
   }
+  merge_config(config, spec.defaults, spec.name + " defaults");
   flags.apply(config);
+  const int64_t n_saliency = config["saliency"]["images"].get<int64_t>();
+  if (n_saliency < 0 || n_saliency % 2 != 0)
+    throw std::invalid_argument("--saliency: the number of images must be even and non-negative (they form pairs), got " +
+                                std::to_string(n_saliency));
   if (config["run"]["out"].get<std::string>().empty()) config["run"]["out"] = timestamped_dir(spec.out_prefix);
   if (print_config) {
     fmt::print("{}\n", config.dump(2));
@@ -131,6 +138,30 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
   if (!split.skipped_files.empty())
     fmt::print("skipped {} corrupt image files (first: {})\n", split.skipped_files.size(), split.skipped_files.front());
   run.config = config;
+  if (n_saliency > 0) {
+    const auto ts = std::chrono::steady_clock::now();
+    auto lo = make_loader_options(config, false);
+    lo.batch_size = n_saliency;
+    if (split.test->size() < n_saliency)
+      throw std::invalid_argument("--saliency " + std::to_string(n_saliency) + ": the ID test split has only " +
+                                  std::to_string(split.test->size()) + " images");
+    auto batch = ImageLoader(split.test, lo).pass().next();
+    saliency::ReportOptions so;
+    so.methods = config["saliency"]["methods"].get<std::vector<std::string>>();
+    so.colormap = saliency::parse_colormap(config["saliency"]["colormap"].get<std::string>());
+    so.curve.baseline = config["saliency"]["baseline"].get<std::string>();
+    run.saliency = saliency::write_report(run.model, batch->images, batch->targets, run.out + "/saliency", so);
+    fmt::print("\nSaliency on {} ID test images ({:.1f} s): deletion AUC (lower is better) / insertion AUC (higher) / "
+               "randomisation correlation (lower = depends on the weights)\n",
+               n_saliency, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
+    for (const auto& branch : run.saliency.scores) {
+      fmt::print("  {}:\n", branch.first);
+      for (const auto& m : branch.second)
+        fmt::print("    {:<22} del {:9.4f}  ins {:9.4f}  rand {:6.3f}\n", m.first, m.second.deletion_auc,
+                   m.second.insertion_auc, m.second.randomisation_correlation);
+    }
+    fmt::print("saliency: {} files in {}/saliency\n", run.saliency.files.size(), run.out);
+  }
   if (spec.after) spec.after(run);
   fmt::print("outputs: {}\n", run.out);
   return 0;

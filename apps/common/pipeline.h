@@ -17,6 +17,7 @@ struct RunResult {
   NordF model{nullptr};
   std::vector<EpochRecord> history;
   ood::Report report;
+  saliency::Report saliency;  ///< empty unless saliency.images > 0
 };
 
 /// Describes an app built on the pipeline.
@@ -24,6 +25,8 @@ struct PipelineSpec {
   std::string name;         ///< "nordf-basic"
   std::string description;  ///< --help text
   std::string out_prefix;   ///< runs/<prefix>-<timestamp>
+  /// Changes to the default configuration for this app (applied before --config and flags).
+  nlohmann::json defaults = nlohmann::json::object();
   /// Called after the evaluation; prints or writes what the app adds.
   std::function<void(const RunResult&)> after;
 };

@@ -67,6 +67,7 @@ json default_config() {
         {"grl_weight", 0.01},
         {"checkpoint_every", 1}}},
       {"ood", {{"methods", json::array()}, {"batch_size", 256}}},
+      {"saliency", {{"images", 0}, {"methods", json::array()}, {"colormap", "viridis"}, {"baseline", "zero"}}},
       {"run", {{"seed", 14}, {"threads", 0}, {"device", "cpu"}, {"out", ""}}}};
 }
 
@@ -167,6 +168,13 @@ ConfigFlags::ConfigFlags(CLI::App& app) : app_(app) {
   // evaluation
   flag<std::vector<std::string>>(app, s, "--ood-methods", "/ood/methods", "OOD scores to evaluate (default: all registered)",
                                  member(ood::score_names()));
+  // saliency
+  flag<int64_t>(app, s, "--saliency", "/saliency/images", "explain this many ID test images (even; 0 = no saliency stage)");
+  flag<std::vector<std::string>>(app, s, "--saliency-methods", "/saliency/methods", "saliency methods (default: all)",
+                                 member(saliency::method_names()));
+  flag<std::string>(app, s, "--colormap", "/saliency/colormap", "saliency colormap", member({"viridis", "jet"}));
+  flag<std::string>(app, s, "--deletion-baseline", "/saliency/baseline", "what deleted pixels become",
+                    member({"zero", "mean", "blur"}));
   // run
   flag<int64_t>(app, s, "--seed", "/run/seed", "random seed");
   flag<int64_t>(app, s, "--threads", "/run/threads", "intra-op threads (0 = all cores)");

@@ -8,5 +8,5 @@ int main(int argc, char** argv) {
       {"nordf-basic",
        "nordf-basic: train NORD-F on an open-set split, then evaluate ID accuracy and OOD detection.\n"
        "With no arguments: Fashion-MNIST (ID classes 0-4), convnextv2_atto at 32 px, 3 epochs.",
-       "basic", nullptr});
+       "basic", nlohmann::json::object(), nullptr});
 }

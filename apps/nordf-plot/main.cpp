@@ -1,5 +1,5 @@
 // nordf-plot: the nordf-basic run, then every plot: training curves, ROC curves and score
-// distributions (PNG and SVG under OUT/plots/).
+// distributions (PNG and SVG under OUT/plots/), and the saliency stage (8 images by default).
 #include "../common/pipeline.h"
 
 #include <fmt/core.h>
@@ -9,8 +9,8 @@ int main(int argc, char** argv) {
       argc, argv,
       {"nordf-plot",
        "nordf-plot: train (or --resume/--eval-only) NORD-F like nordf-basic, then plot training curves,\n"
-       "ROC curves and score distributions to OUT/plots/.",
-       "plot", [](const nordf::app::RunResult& run) {
+       "ROC curves and score distributions to OUT/plots/, and saliency maps of both branches to OUT/saliency/.",
+       "plot", nlohmann::json{{"saliency", {{"images", 8}}}}, [](const nordf::app::RunResult& run) {
          const std::string dir = run.out + "/plots";
          std::vector<std::string> files;
          if (!run.history.empty()) files = nordf::report::plot_history(run.history, dir);

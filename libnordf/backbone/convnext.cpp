@@ -76,6 +76,20 @@ std::vector<double> drop_path_rates(const std::array<int64_t, 4>& depths, double
   return rates;
 }
 
+// The layer before stage s, shared by V1 and V2: the patchify stem (4×4 conv, stride 4, then
+// LayerNorm) for s = 0, else LayerNorm then a 2×2 conv with stride 2.
+torch::nn::Sequential downsample(const ConvNeXtConfig& config, size_t s) {
+  torch::nn::Sequential down;
+  if (s == 0) {
+    down->push_back(conv(3, config.dims[0], 4, 4));
+    down->push_back(LayerNorm2d(config.dims[0]));
+  } else {
+    down->push_back(LayerNorm2d(config.dims[s - 1]));
+    down->push_back(conv(config.dims[s - 1], config.dims[s], 2, 2));
+  }
+  return down;
+}
+
 }  // namespace
 
 // ---- V1 ------------------------------------------------------------------------------------
@@ -109,14 +123,7 @@ ConvNeXt::ConvNeXt(std::string name, const ConvNeXtConfig& config, const Backbon
   size_t block_id = 0;
   for (size_t s = 0; s < 4; ++s) {
     const int64_t dim = config.dims[s];
-    torch::nn::Sequential down;
-    if (s == 0) {
-      down->push_back(conv(3, dim, 4, 4));
-      down->push_back(LayerNorm2d(dim));
-    } else {
-      down->push_back(LayerNorm2d(config.dims[s - 1]));
-      down->push_back(conv(config.dims[s - 1], dim, 2, 2));
-    }
+    auto down = downsample(config, s);
     torch::nn::Sequential stage;
     for (int64_t j = 0; j < config.depths[s]; ++j)
       stage->push_back(ConvNeXtBlock(dim, options.layer_scale_init(), rates[block_id++]));
@@ -161,14 +168,7 @@ ConvNeXtV2::ConvNeXtV2(std::string name, const ConvNeXtConfig& config, const Bac
   size_t block_id = 0;
   for (size_t s = 0; s < 4; ++s) {
     const int64_t dim = config.dims[s];
-    torch::nn::Sequential down;
-    if (s == 0) {
-      down->push_back(conv(3, dim, 4, 4));
-      down->push_back(LayerNorm2d(dim));
-    } else {
-      down->push_back(LayerNorm2d(config.dims[s - 1]));
-      down->push_back(conv(config.dims[s - 1], dim, 2, 2));
-    }
+    auto down = downsample(config, s);
     torch::nn::Sequential stage;
     for (int64_t j = 0; j < config.depths[s]; ++j) stage->push_back(ConvNeXtV2Block(dim, rates[block_id++]));
     downsample_layers->push_back(down);

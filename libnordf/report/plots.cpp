@@ -206,8 +206,6 @@ std::vector<std::string> plot_ood(const ood::Report& report, const std::vector<s
   for (const auto& m : methods)
     if (!report.scores.count(m)) throw std::invalid_argument("plot_ood: the report has no scores for method '" + m + "'");
   std::vector<std::string> files;
-  const auto& any = report.scores.begin()->second;
-  (void)any;
   for (const auto& set : report.ood_sets) {
     std::vector<Series> curves;
     for (const auto& m : methods) {

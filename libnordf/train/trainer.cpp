@@ -143,6 +143,16 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path, torch::D
   return archive;
 }
 
+void load_model(NordF& model, torch::serialize::InputArchive& archive, const std::string& path) {
+  torch::serialize::InputArchive model_archive;
+  archive.read("model", model_archive);
+  try {
+    model->load(model_archive);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint '" + path + "' does not fit this model: " + std::string(e.what()).substr(0, 300));
+  }
+}
+
 }  // namespace
 
 Trainer::Trainer(NordF model, std::shared_ptr<ReconstructionLoss> recon_loss, std::shared_ptr<PairLoader> train,
@@ -274,14 +284,9 @@ void Trainer::write_history() const {
 
 void Trainer::resume(const std::string& path) {
   auto archive = open_checkpoint(path, options_.device);
-  torch::serialize::InputArchive model_archive, optim_archive;
-  archive.read("model", model_archive);
+  load_model(model_, archive, path);
+  torch::serialize::InputArchive optim_archive;
   archive.read("optimizer", optim_archive);
-  try {
-    model_->load(model_archive);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("checkpoint '" + path + "' does not fit this model: " + std::string(e.what()).substr(0, 300));
-  }
   optimizer_->load(optim_archive);
   c10::IValue epoch, step, history;
   archive.read("epoch", epoch);
@@ -360,13 +365,7 @@ std::string checkpoint_config(const std::string& path) {
 
 void load_checkpoint_model(NordF& model, const std::string& path, torch::Device device) {
   auto archive = open_checkpoint(path, device);
-  torch::serialize::InputArchive model_archive;
-  archive.read("model", model_archive);
-  try {
-    model->load(model_archive);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("checkpoint '" + path + "' does not fit this model: " + std::string(e.what()).substr(0, 300));
-  }
+  load_model(model, archive, path);
   model->to(device);
 }
 

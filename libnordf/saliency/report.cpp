@@ -1,0 +1,109 @@
+#include <libnordf/core/io.h>
+#include <libnordf/data/image.h>
+#include <libnordf/data/transforms.h>
+#include <libnordf/saliency/report.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <stdexcept>
+
+namespace nordf::saliency {
+
+Report write_report(NordF model, const torch::Tensor& images, const torch::Tensor& targets, const std::string& dir,
+                    const ReportOptions& o) {
+  namespace fs = std::filesystem;
+  if (images.dim() != 4 || images.size(0) == 0 || images.size(0) % 2 != 0)
+    throw std::invalid_argument("saliency report: expected an even, non-empty batch of N×3×S×S images (pairs 2k, 2k+1)");
+  const auto names = o.methods.empty() ? method_names() : o.methods;
+  std::vector<std::shared_ptr<Method>> methods;
+  for (const auto& n : names) methods.push_back(make_method(n, o.method_options));
+  model->eval();
+  const auto device = model->parameters().front().device();
+  auto x = images.to(device);
+  // Partner of image 2k is 2k+1 and vice versa.
+  std::vector<int64_t> swap;
+  for (int64_t i = 0; i < x.size(0); i += 2) {
+    swap.push_back(i + 1);
+    swap.push_back(i);
+  }
+  auto partners = x.index({torch::tensor(swap, torch::kLong).to(device)});
+
+  NordF randomised{nullptr};
+  if (o.randomisation) {
+    torch::manual_seed(o.randomisation_seed);  // the re-initialisation is reproducible
+    randomised = NordF(model->options);
+    randomised->to(device);
+    randomised->eval();
+  }
+  // Explain the class each image is predicted as on the clean input, for both models.
+  torch::Tensor predicted;
+  {
+    torch::NoGradGuard g;
+    predicted = model->encode(x).logits.argmax(1);
+  }
+  auto targets_for = [&](NordF& m) {
+    std::vector<std::pair<std::string, std::shared_ptr<Target>>> t{{"classification", class_target(m, predicted)}};
+    if (m->has_similarity()) t.emplace_back("similarity", dissimilarity_target(m, partners));
+    t.emplace_back("reconstruction", reconstruction_target(m, targets.to(device)));
+    return t;
+  };
+  auto trained_targets = targets_for(model);
+  std::vector<std::pair<std::string, std::shared_ptr<Target>>> random_targets;
+  if (o.randomisation) random_targets = targets_for(randomised);
+
+  Report report;
+  const auto shown = imagenet_denormalize(images.detach().to(torch::kCPU, torch::kFloat)).clamp(0, 1);
+  nlohmann::json metrics;
+  for (size_t b = 0; b < trained_targets.size(); ++b) {
+    const auto& branch = trained_targets[b].first;
+    auto& target = *trained_targets[b].second;
+    std::vector<std::vector<torch::Tensor>> grid(static_cast<size_t>(x.size(0)));
+    for (int64_t i = 0; i < x.size(0); ++i) grid[static_cast<size_t>(i)].push_back(shown[i]);
+    for (size_t m = 0; m < methods.size(); ++m) {
+      auto maps = methods[m]->explain(target, x).detach();
+      MethodScores s;
+      auto f = deletion_insertion(target, x, maps, o.curve);
+      s.deletion_auc = f.deletion_auc;
+      s.insertion_auc = f.insertion_auc;
+      s.randomisation_correlation = std::numeric_limits<double>::quiet_NaN();
+      if (o.randomisation) {
+        auto rmaps = methods[m]->explain(*random_targets[b].second, x).detach();
+        s.randomisation_correlation = rank_correlation(maps.abs(), rmaps.abs());
+      }
+      report.scores[branch][names[m]] = s;
+      report.maps[branch][names[m]] = maps.to(torch::kCPU);
+      for (int64_t i = 0; i < x.size(0); ++i) {
+        auto ov = overlay(shown[i], maps[i][0], o.alpha, o.colormap);
+        grid[static_cast<size_t>(i)].push_back(ov);
+        const auto path = (fs::path(dir) / branch / (names[m] + "-" + std::to_string(i) + ".png")).string();
+        save_png(path, ov);
+        report.files.push_back(path);
+      }
+      auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+      metrics[branch][names[m]] = {{"deletion_auc", num(s.deletion_auc)},
+                                   {"insertion_auc", num(s.insertion_auc)},
+                                   {"randomisation_correlation", num(s.randomisation_correlation)},
+                                   {"deletion_curve", f.deletion},
+                                   {"insertion_curve", f.insertion}};
+    }
+    const auto path = (fs::path(dir) / (branch + "-montage.png")).string();
+    save_png(path, montage(grid));
+    report.files.push_back(path);
+  }
+  metrics["methods"] = names;
+  metrics["images"] = x.size(0);
+  metrics["curve_baseline"] = o.curve.baseline;
+  metrics["conventions"] =
+      "deletion/insertion AUC in the target's units (class logit, pair dissimilarity, mean |reconstruction error|) over "
+      "the removed/inserted pixel fraction in [0, 1]; randomisation: Spearman correlation of |maps| between the trained "
+      "and a re-initialised model";
+  const auto mpath = (fs::path(dir) / "metrics.json").string();
+  write_file_atomic(mpath, metrics.dump(2) + "\n");
+  report.files.push_back(mpath);
+  return report;
+}
+
+}  // namespace nordf::saliency

@@ -1,0 +1,251 @@
+#include <libnordf/core/registry.h>
+#include <libnordf/saliency/saliency.h>
+
+#include <stdexcept>
+
+namespace nordf::saliency {
+
+namespace F = torch::nn::functional;
+
+namespace {
+
+// The similarity branch's embed() reverses gradients (training wants that); a GRL weight of −1
+// cancels the reversal, so attributions follow the true gradient of the explained quantity.
+constexpr double kForward = -1.0;
+
+/// Tiles the rows of `t` (one per explained image) to `n` rows: methods evaluate batches of
+/// path points or noisy copies ordered as whole copies of the N images.
+torch::Tensor tile_to(const torch::Tensor& t, int64_t n, const char* what) {
+  TORCH_CHECK(t.size(0) > 0 && n % t.size(0) == 0, what, ": ", n, " inputs for ", t.size(0), " images");
+  if (n == t.size(0)) return t;
+  std::vector<int64_t> reps(static_cast<size_t>(t.dim()), 1);
+  reps[0] = n / t.size(0);
+  return t.repeat(reps);
+}
+
+torch::Tensor adapted_features(NordF& model, const torch::Tensor& images) {
+  return model->adapter->forward(model->backbone->forward(images));
+}
+
+class ClassTarget : public Target {
+ public:
+  ClassTarget(NordF model, int64_t k, torch::Tensor classes, bool prob)
+      : model_(std::move(model)), k_(k), classes_(std::move(classes)), prob_(prob) {}
+  torch::Tensor features(const torch::Tensor& images) override { return adapted_features(model_, images); }
+  torch::Tensor from_features(const torch::Tensor& f) override {
+    auto logits = model_->classifier->forward(f).logits;
+    auto scores = prob_ ? torch::softmax(logits, 1) : logits;
+    torch::Tensor idx;
+    if (classes_.defined()) {
+      idx = tile_to(classes_.to(logits.device()).view({-1, 1}), logits.size(0), "class_target");
+    } else if (k_ >= 0) {
+      TORCH_CHECK(k_ < logits.size(1), "class_target: class ", k_, " of ", logits.size(1));
+      idx = torch::full({logits.size(0), 1}, k_, torch::dtype(torch::kLong).device(logits.device()));
+    } else {
+      idx = logits.argmax(1, true).detach();
+    }
+    return scores.gather(1, idx).squeeze(1);
+  }
+
+ private:
+  NordF model_;
+  int64_t k_;
+  torch::Tensor classes_;
+  bool prob_;
+};
+
+class DissimilarityTarget : public Target {
+ public:
+  DissimilarityTarget(NordF model, const torch::Tensor& other) : model_(std::move(model)) {
+    if (!model_->has_similarity()) throw std::invalid_argument("dissimilarity_target: the model has no similarity branch");
+    torch::NoGradGuard g;
+    other_u_ = model_->similarity->embed(adapted_features(model_, other), kForward).detach();
+  }
+  torch::Tensor features(const torch::Tensor& images) override { return adapted_features(model_, images); }
+  torch::Tensor from_features(const torch::Tensor& f) override {
+    auto u = model_->similarity->embed(f, kForward);
+    auto other = tile_to(other_u_, u.size(0), "dissimilarity_target");
+    // The raw 1 − cos (before the [0, 1] clamp) keeps a gradient where the clamp would cut it.
+    return model_->similarity->options.similarity() == Similarity::kCosine
+               ? 1.0 - torch::cosine_similarity(u.flatten(1), other.flatten(1), 1, 1e-8)
+               : model_->similarity->score(u, other);
+  }
+
+ private:
+  NordF model_;
+  torch::Tensor other_u_;
+};
+
+class ReconTarget : public Target {
+ public:
+  ReconTarget(NordF model, torch::Tensor target) : model_(std::move(model)), target_(std::move(target)) {}
+  torch::Tensor features(const torch::Tensor& images) override { return adapted_features(model_, images); }
+  torch::Tensor from_features(const torch::Tensor& f) override {
+    auto cls = model_->classifier->forward(f).map;
+    auto z = model_->has_similarity() ? torch::cat({model_->similarity->embed(f, kForward), cls}, 1) : cls;
+    auto rec = model_->decoder->forward(z);
+    auto t = tile_to(target_.to(rec.device()), rec.size(0), "reconstruction_target");
+    TORCH_CHECK(rec.sizes() == t.sizes(), "reconstruction_target: target ", target_.sizes(), " vs reconstruction ",
+                rec.sizes());
+    return (rec - t).abs().flatten(1).mean(1);
+  }
+
+ private:
+  NordF model_;
+  torch::Tensor target_;
+};
+
+/// ∂(Σ f)/∂x for a batch (the images of a batch are independent).
+torch::Tensor input_gradient(Target& t, const torch::Tensor& x) {
+  torch::AutoGradMode on(true);
+  auto xi = x.detach().requires_grad_(true);
+  auto y = t(xi);
+  return torch::autograd::grad({y.sum()}, {xi})[0];
+}
+
+void check_images(const torch::Tensor& x, const char* method) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == 3, method, ": expected N×3×H×W images, got ", x.sizes());
+}
+
+class Gradient : public Method {
+ public:
+  torch::Tensor explain(Target& t, const torch::Tensor& x) const override {
+    check_images(x, "gradient");
+    return std::get<0>(input_gradient(t, x).abs().max(1, true));
+  }
+};
+
+class GradXInput : public Method {
+ public:
+  torch::Tensor explain(Target& t, const torch::Tensor& x) const override {
+    check_images(x, "grad_x_input");
+    return (input_gradient(t, x) * x).sum(1, true);
+  }
+};
+
+class SmoothGrad : public Method {
+ public:
+  explicit SmoothGrad(const MethodOptions& o) : o_(o) {}
+  torch::Tensor explain(Target& t, const torch::Tensor& x) const override {
+    check_images(x, "smoothgrad");
+    TORCH_CHECK(o_.smoothgrad_samples > 0, "smoothgrad: samples must be positive");
+    auto gen = at::detail::createCPUGenerator(o_.seed);
+    auto range = (x.amax({1, 2, 3}, true) - x.amin({1, 2, 3}, true)).to(torch::kCPU);
+    torch::Tensor total = torch::zeros({x.size(0), 1, x.size(2), x.size(3)}, x.options());
+    for (int64_t s = 0; s < o_.smoothgrad_samples; ++s) {
+      auto noise = at::normal(0.0, 1.0, x.sizes(), gen).to(x.device()) * (range.to(x.device()) * o_.smoothgrad_sigma);
+      total += std::get<0>(input_gradient(t, x + noise).abs().max(1, true));
+    }
+    return total / static_cast<double>(o_.smoothgrad_samples);
+  }
+
+ private:
+  MethodOptions o_;
+};
+
+class IntegratedGradients : public Method {
+ public:
+  explicit IntegratedGradients(const MethodOptions& o) : o_(o) {}
+  torch::Tensor explain(Target& t, const torch::Tensor& x) const override {
+    check_images(x, "integrated_gradients");
+    TORCH_CHECK(o_.ig_steps >= 1 && o_.ig_batch >= 1, "integrated_gradients: steps and batch must be positive");
+    torch::Tensor base;
+    if (o_.ig_baseline == "zero") {
+      base = torch::zeros_like(x);
+    } else if (o_.ig_baseline == "black") {
+      // A black image in ImageNet-normalised space.
+      base = torch::tensor({-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225}, x.options()).view({1, 3, 1, 1}).expand_as(x).clone();
+    } else {
+      throw std::invalid_argument("integrated_gradients: unknown baseline '" + o_.ig_baseline + "'; known: zero, black");
+    }
+    const int64_t m = o_.ig_steps, n_img = x.size(0);
+    auto grad_sum = torch::zeros_like(x);
+    // Trapezoid rule over α = k/m, k = 0..m. Each pass evaluates ig_batch values of α for all N
+    // images at once, ordered α-major, so targets that pair row i with partner i stay aligned.
+    for (int64_t k0 = 0; k0 <= m; k0 += o_.ig_batch) {
+      const int64_t n = std::min(o_.ig_batch, m + 1 - k0);
+      auto alphas = (torch::arange(k0, k0 + n, x.options()) / static_cast<double>(m)).view({n, 1, 1, 1, 1});
+      auto path = (base.unsqueeze(0) + alphas * (x - base).unsqueeze(0)).reshape({n * n_img, 3, x.size(2), x.size(3)});
+      auto g = input_gradient(t, path).view({n, n_img, 3, x.size(2), x.size(3)});
+      auto w = torch::ones({n, 1, 1, 1, 1}, x.options());
+      if (k0 == 0) w[0] = 0.5;
+      if (k0 + n - 1 == m) w[n - 1] = 0.5;
+      grad_sum += (g * w).sum(0);
+    }
+    auto out = ((x - base) * grad_sum / static_cast<double>(m)).sum(1, true);
+    return out;
+  }
+
+ private:
+  MethodOptions o_;
+};
+
+class GradCam : public Method {
+ public:
+  explicit GradCam(bool plus_plus) : pp_(plus_plus) {}
+  torch::Tensor explain(Target& t, const torch::Tensor& x) const override {
+    check_images(x, pp_ ? "gradcam++" : "gradcam");
+    torch::AutoGradMode on(true);
+    auto a = t.features(x.detach()).detach().requires_grad_(true);
+    auto y = t.from_features(a);
+    auto g = torch::autograd::grad({y.sum()}, {a})[0];
+    torch::Tensor w;
+    if (!pp_) {
+      w = g.mean({2, 3}, true);
+    } else {
+      auto g2 = g.pow(2), g3 = g.pow(3);
+      auto denom = 2 * g2 + (a * g3).sum({2, 3}, true);
+      auto alpha = g2 / torch::where(denom != 0, denom, torch::ones_like(denom));
+      w = (alpha * torch::relu(g)).sum({2, 3}, true);
+    }
+    auto cam = torch::relu((w * a).sum(1, true)).detach();
+    return F::interpolate(cam, F::InterpolateFuncOptions()
+                                   .size(std::vector<int64_t>{x.size(2), x.size(3)})
+                                   .mode(torch::kBilinear)
+                                   .align_corners(false));
+  }
+
+ private:
+  bool pp_;
+};
+
+using MethodRegistry = Registry<std::shared_ptr<Method>, const MethodOptions&>;
+
+MethodRegistry& registry() {
+  static MethodRegistry r("saliency method");
+  static const bool filled = [] {
+    r.add("gradient", [](const MethodOptions&) { return std::make_shared<Gradient>(); });
+    r.add("grad_x_input", [](const MethodOptions&) { return std::make_shared<GradXInput>(); });
+    r.add("smoothgrad", [](const MethodOptions& o) { return std::make_shared<SmoothGrad>(o); });
+    r.add("integrated_gradients", [](const MethodOptions& o) { return std::make_shared<IntegratedGradients>(o); });
+    r.add("gradcam", [](const MethodOptions&) { return std::make_shared<GradCam>(false); });
+    r.add("gradcam++", [](const MethodOptions&) { return std::make_shared<GradCam>(true); });
+    return true;
+  }();
+  (void)filled;
+  return r;
+}
+
+}  // namespace
+
+std::shared_ptr<Target> class_target(NordF model, int64_t class_index, bool probability) {
+  return std::make_shared<ClassTarget>(std::move(model), class_index, torch::Tensor(), probability);
+}
+std::shared_ptr<Target> class_target(NordF model, torch::Tensor classes, bool probability) {
+  TORCH_CHECK(classes.dim() == 1, "class_target: expected N class indices, got ", classes.sizes());
+  return std::make_shared<ClassTarget>(std::move(model), -1, classes.to(torch::kLong), probability);
+}
+std::shared_ptr<Target> dissimilarity_target(NordF model, torch::Tensor other) {
+  return std::make_shared<DissimilarityTarget>(std::move(model), std::move(other));
+}
+std::shared_ptr<Target> reconstruction_target(NordF model, torch::Tensor target) {
+  return std::make_shared<ReconTarget>(std::move(model), std::move(target));
+}
+
+std::shared_ptr<Method> make_method(const std::string& name, const MethodOptions& options) {
+  return registry().make(name, options);
+}
+std::vector<std::string> method_names() { return registry().names(); }
+void register_method(const std::string& name, MethodFactory factory) { registry().add(name, std::move(factory)); }
+
+}  // namespace nordf::saliency

@@ -1,0 +1,240 @@
+#include <libnordf/saliency/saliency.h>
+
+#include <catch2/catch.hpp>
+
+namespace {
+
+nordf::NordF tiny_model(nordf::Norm norm = nordf::Norm::kGroup) {
+  torch::manual_seed(4);
+  nordf::NordF m(nordf::NordFOptions()
+                     .norm(norm)
+                     .backbone("convnextv2_atto")
+                     .image_size(32)
+                     .num_classes(3)
+                     .channels(16)
+                     .classifier_hidden({8})
+                     .recon_size(16)
+                     .decoder_width(16)
+                     .decoder_blocks(1));
+  m->eval();
+  return m;
+}
+
+/// A toy "model" that reads only the left half of the image.
+class LeftHalf : public nordf::saliency::Target {
+ public:
+  torch::Tensor features(const torch::Tensor& x) override {
+    auto mask = torch::zeros_like(x);
+    mask.narrow(3, 0, x.size(3) / 2).fill_(1.0);
+    return torch::relu(x) * mask;
+  }
+  torch::Tensor from_features(const torch::Tensor& f) override { return (f * f).sum({1, 2, 3}); }
+};
+
+double left_fraction(const torch::Tensor& map) {
+  auto a = map.abs();
+  return (a.narrow(3, 0, a.size(3) / 2).sum() / (a.sum() + 1e-12)).item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("saliency registry", "[saliency]") {
+  CHECK(nordf::saliency::method_names() ==
+        std::vector<std::string>{"grad_x_input", "gradcam", "gradcam++", "gradient", "integrated_gradients", "smoothgrad"});
+  REQUIRE_THROWS_WITH(nordf::saliency::make_method("lime"), Catch::StartsWith("unknown saliency method 'lime'; known: "));
+}
+
+TEST_CASE("integrated gradients are complete: the map sums to f(x) − f(baseline)", "[saliency]") {
+  auto model = tiny_model();
+  // LayerNorm for the similarity branch: with 16 channels at 1×1, GroupNorm's groups hold a
+  // single value each and normalise it to exactly 0, leaving the embedding as rounding noise.
+  auto layer_model = tiny_model(nordf::Norm::kLayer);
+  torch::manual_seed(9);
+  auto x = torch::randn({2, 3, 32, 32});
+  // The class logit, and the pair dissimilarity (partner held fixed): the branch's gradient
+  // reversal must not flip the sign of the attribution.
+  std::vector<std::pair<std::string, std::shared_ptr<nordf::saliency::Target>>> targets = {
+      {"class", nordf::saliency::class_target(model, 1)},
+      {"dissimilarity", nordf::saliency::dissimilarity_target(layer_model, x.flip(0))}};
+  nordf::saliency::MethodOptions o;
+  o.ig_steps = 128;
+  o.ig_batch = 24;  // not a divisor of 129 points: the last pass is partial
+  auto black = torch::tensor({-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225}).view({1, 3, 1, 1}).expand_as(x).contiguous();
+  for (auto& kv : targets) {
+    auto& target = *kv.second;
+    auto map = nordf::saliency::make_method("integrated_gradients", o)->explain(target, x);
+    CHECK(map.sizes() == torch::IntArrayRef({2, 1, 32, 32}));
+    torch::NoGradGuard g;
+    auto delta = target(x) - target(black);
+    for (int64_t i = 0; i < 2; ++i) {
+      const double sum = map[i].sum().item<double>(), d = delta[i].item<double>();
+      INFO(kv.first << ": sum " << sum << " vs f(x) − f(x̄) " << d);
+      CHECK(std::abs(sum - d) <= 0.01 * std::abs(d) + 1e-6);
+    }
+  }
+}
+
+TEST_CASE("gradient methods and Grad-CAM put the mass where the toy model looks", "[saliency]") {
+  LeftHalf target;
+  torch::manual_seed(1);
+  auto x = torch::rand({2, 3, 16, 16});
+  for (const auto& name : nordf::saliency::method_names()) {
+    INFO(name);
+    auto map = nordf::saliency::make_method(name)->explain(target, x);
+    CHECK(map.sizes() == torch::IntArrayRef({2, 1, 16, 16}));
+    // SmoothGrad's noise and bilinear upsampling can leak a little across the boundary.
+    CHECK(left_fraction(map) > 0.9);
+  }
+}
+
+TEST_CASE("the similarity branch gives one map per image of a pair", "[saliency]") {
+  auto model = tiny_model();
+  torch::manual_seed(2);
+  auto x1 = torch::randn({1, 3, 32, 32}), x2 = torch::randn({1, 3, 32, 32});
+  auto method = nordf::saliency::make_method("gradient");
+  auto t1 = nordf::saliency::dissimilarity_target(model, x2);
+  auto t2 = nordf::saliency::dissimilarity_target(model, x1);
+  auto m1 = method->explain(*t1, x1), m2 = method->explain(*t2, x2);
+  CHECK(m1.sizes() == torch::IntArrayRef({1, 1, 32, 32}));
+  CHECK(m1.abs().sum().item<double>() > 0);
+  CHECK_FALSE(torch::allclose(m1, m2));
+  // The pair target is the branch's dissimilarity: symmetric in the two images.
+  torch::NoGradGuard g;
+  CHECK((*t1)(x1).item<double>() == Approx((*t2)(x2).item<double>()).epsilon(1e-4));
+  nordf::NordF ablation(nordf::NordFOptions().backbone("convnextv2_atto").image_size(32).channels(16).recon_size(16)
+                            .decoder_width(16).use_similarity(false));
+  REQUIRE_THROWS_WITH(nordf::saliency::dissimilarity_target(ablation, x1), Catch::Contains("no similarity branch"));
+}
+
+TEST_CASE("reconstruction error and class probability are explainable targets", "[saliency]") {
+  auto model = tiny_model();
+  auto x = torch::randn({2, 3, 32, 32});
+  auto rec = nordf::saliency::reconstruction_target(model, torch::rand({2, 3, 16, 16}));
+  auto prob = nordf::saliency::class_target(model, -1, true);
+  for (auto* t : {rec.get(), prob.get()}) {
+    auto cam = nordf::saliency::make_method("gradcam++")->explain(*t, x);
+    CHECK(cam.sizes() == torch::IntArrayRef({2, 1, 32, 32}));
+    CHECK(torch::isfinite(cam).all().item<bool>());
+    auto g = nordf::saliency::make_method("smoothgrad")->explain(*t, x);
+    CHECK(g.abs().sum().item<double>() > 0);
+  }
+}
+
+#include <libnordf/data/image.h>
+#include <libnordf/saliency/faithfulness.h>
+#include <libnordf/saliency/render.h>
+
+#include "test_util.h"
+
+TEST_CASE("deletion AUC is lower for the true map than for a random map", "[saliency]") {
+  LeftHalf target;
+  torch::manual_seed(3);
+  auto x = torch::rand({4, 3, 16, 16}) + 0.5;
+  auto truth = nordf::saliency::make_method("gradient")->explain(target, x);
+  auto random = torch::rand_like(truth);
+  for (const char* baseline : {"zero", "mean", "blur"}) {
+    INFO(baseline);
+    nordf::saliency::CurveOptions o;
+    o.baseline = baseline;
+    auto good = nordf::saliency::deletion_insertion(target, x, truth, o);
+    auto bad = nordf::saliency::deletion_insertion(target, x, random, o);
+    CHECK(good.deletion.size() == 21);
+    CHECK(good.deletion_auc < bad.deletion_auc);
+    CHECK(good.insertion_auc > bad.insertion_auc);
+  }
+  REQUIRE_THROWS_WITH(nordf::saliency::deletion_insertion(target, x, truth, {20, "noise"}),
+                      Catch::Contains("unknown baseline 'noise'"));
+}
+
+TEST_CASE("model randomisation lowers the rank correlation of a trained toy model's maps", "[saliency]") {
+  // Train a tiny NordF classifier for a few steps on a task with a clear spatial cue (a bright
+  // square in one of three places), then compare its maps with a re-initialised copy's.
+  auto make = [](uint64_t seed) {
+    torch::manual_seed(seed);
+    return nordf::NordF(nordf::NordFOptions().backbone("convnextv2_atto").image_size(32).num_classes(3).channels(16)
+                            .classifier_hidden({16}).recon_size(16).decoder_width(16).decoder_blocks(1).dropout(0.0));
+  };
+  auto trained = make(5);
+  torch::manual_seed(6);
+  auto x = torch::randn({48, 3, 32, 32}) * 0.1;
+  auto y = torch::arange(48) % 3;
+  for (int64_t i = 0; i < 48; ++i) x[i].narrow(1, 4 + 8 * y[i].item<int64_t>(), 8).narrow(2, 12, 8).add_(2.0);
+  torch::optim::Adam opt(trained->parameters(), torch::optim::AdamOptions(2e-3));
+  for (int step = 0; step < 30; ++step) {
+    opt.zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(trained->encode(x).logits, y);
+    loss.backward();
+    opt.step();
+  }
+  trained->eval();
+  auto randomised = make(77);
+  randomised->eval();
+  auto t_trained = nordf::saliency::class_target(trained, -1);
+  auto t_random = nordf::saliency::class_target(randomised, -1);
+  auto method = nordf::saliency::make_method("gradient");
+  auto probe = x.narrow(0, 0, 6);
+  const double same = nordf::saliency::randomisation_correlation(*method, *t_trained, *t_trained, probe);
+  const double rnd = nordf::saliency::randomisation_correlation(*method, *t_trained, *t_random, probe);
+  CHECK(same == Approx(1.0).margin(1e-6));
+  CHECK(rnd < 0.8);
+}
+
+TEST_CASE("overlays and montages render to PNG files that decode", "[saliency]") {
+  const auto dir = nordf_test::work_dir("saliency_png");
+  auto image = torch::rand({3, 24, 24});
+  auto map = torch::zeros({24, 24});
+  map.narrow(1, 0, 12).fill_(1.0);
+  auto v = nordf::saliency::overlay(image, map, 0.5, nordf::saliency::Colormap::kViridis);
+  auto j = nordf::saliency::overlay(image, map, 0.5, nordf::saliency::parse_colormap("jet"));
+  auto grid = nordf::saliency::montage({{image, v, j}, {image, j, v}}, 2);
+  CHECK(grid.sizes() == torch::IntArrayRef({3, 24 * 2 + 2, 24 * 3 + 4}));
+  nordf::save_png(dir + "/montage.png", grid);
+  auto back = nordf::load_image(dir + "/montage.png");
+  CHECK(back.sizes() == grid.sizes());
+  CHECK(back.std().item<double>() > 0.05);
+  // viridis: high saliency is yellow (red and green high, blue low), zero is dark purple.
+  auto c = nordf::saliency::colorize(map);
+  CHECK(c[0][0][0].item<float>() > 0.9f);
+  CHECK(c[2][0][0].item<float>() < 0.2f);
+  CHECK(c[1][0][20].item<float>() < 0.1f);
+  REQUIRE_THROWS_WITH(nordf::saliency::parse_colormap("hot"), "unknown colormap 'hot'; known: viridis, jet");
+  REQUIRE_THROWS_AS(nordf::saliency::montage({{image}, {image, image}}), std::invalid_argument);
+  REQUIRE_THROWS_AS(nordf::saliency::overlay(image, torch::zeros({10, 10})), c10::Error);
+}
+
+#include <libnordf/saliency/report.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+TEST_CASE("the saliency report writes overlays, montages and metrics for both branches", "[saliency]") {
+  const auto dir = nordf_test::work_dir("saliency_report");
+  auto model = tiny_model();
+  torch::manual_seed(8);
+  auto images = torch::randn({4, 3, 32, 32});
+  auto targets = torch::rand({4, 3, 16, 16});
+  nordf::saliency::ReportOptions o;
+  o.methods = {"gradient", "gradcam"};
+  o.curve.steps = 5;
+  auto r = nordf::saliency::write_report(model, images, targets, dir, o);
+  CHECK(r.scores.size() == 3);
+  CHECK(r.maps.at("similarity").at("gradient").sizes() == torch::IntArrayRef({4, 1, 32, 32}));
+  CHECK(std::isfinite(r.scores.at("classification").at("gradcam").randomisation_correlation));
+  for (const char* branch : {"classification", "similarity", "reconstruction"}) {
+    INFO(branch);
+    const auto montage = dir + "/" + std::string(branch) + "-montage.png";
+    REQUIRE(std::filesystem::exists(montage));
+    auto m = nordf::load_image(montage);
+    CHECK(m.size(1) == 4 * 32 + 3 * 2);  // 4 image rows
+    CHECK(m.size(2) == 3 * 32 + 2 * 2);  // the image + 2 methods
+    CHECK(std::filesystem::exists(dir + "/" + std::string(branch) + "/gradcam-3.png"));
+  }
+  std::ifstream in(dir + "/metrics.json");
+  auto j = nlohmann::json::parse(in);
+  CHECK(j["similarity"]["gradient"].contains("deletion_auc"));
+  CHECK(j["reconstruction"]["gradcam"]["insertion_curve"].size() == 6);
+  REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, torch::randn({3, 3, 32, 32}), targets, dir, o),
+                      Catch::Contains("even"));
+}
