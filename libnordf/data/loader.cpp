@@ -294,9 +294,11 @@ PairBatch PairLoader::load_batch(const std::vector<PairIndex>& pairs, int64_t ep
 
 PairLoader::Epoch PairLoader::epoch(int64_t epoch, int64_t first_batch) const {
   auto pairs = std::make_shared<std::vector<PairIndex>>(sampler_.epoch_pairs(epoch));
+  // The workers own a copy of the loader, so the epoch may outlive this object.
+  auto self = std::make_shared<const PairLoader>(*this);
   Epoch e;
   e.pipeline_ = std::make_unique<OrderedPipeline<PairBatch>>(
-      [this, pairs, epoch](int64_t b) { return load_batch(*pairs, epoch, b); }, first_batch, num_batches(),
+      [self, pairs, epoch](int64_t b) { return self->load_batch(*pairs, epoch, b); }, first_batch, num_batches(),
       options_.workers, options_.prefetch);
   return e;
 }
@@ -311,17 +313,17 @@ int64_t ImageLoader::num_batches() const { return (data_->size() + options_.batc
 ImageLoader::Pass ImageLoader::pass() const {
   Pass p;
   p.pipeline_ = std::make_unique<OrderedPipeline<ImageBatch>>(
-      [this](int64_t b) {
-        const int64_t begin = b * options_.batch_size;
-        const int64_t end = std::min(begin + options_.batch_size, data_->size());
+      [data = data_, options = options_](int64_t b) {  // owned: the pass may outlive the loader
+        const int64_t begin = b * options.batch_size;
+        const int64_t end = std::min(begin + options.batch_size, data->size());
         std::vector<torch::Tensor> xs, ts;
         std::vector<int64_t> labels, idx;
         for (int64_t i = begin; i < end; ++i) {
-          std::mt19937_64 rng(mix_seed(options_.seed, static_cast<uint64_t>(i)));
-          auto t = apply_transforms(data_->image(i), options_.transform, /*augment=*/false, rng);
+          std::mt19937_64 rng(mix_seed(options.seed, static_cast<uint64_t>(i)));
+          auto t = apply_transforms(data->image(i), options.transform, /*augment=*/false, rng);
           xs.push_back(t.input);
           if (t.target.defined()) ts.push_back(t.target);
-          labels.push_back(data_->label(i));
+          labels.push_back(data->label(i));
           idx.push_back(i);
         }
         ImageBatch batch;

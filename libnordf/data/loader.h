@@ -106,7 +106,8 @@ class PairLoader {
   /// drop_last) or not positive.
   PairLoader(std::shared_ptr<const ImageDataset> data, double same_class_rate, const LoaderOptions& options);
   int64_t num_batches() const;
-  /// Iterates the batches of `epoch` starting at batch `first_batch` (for resuming).
+  /// Iterates the batches of `epoch` starting at batch `first_batch` (for resuming). The epoch
+  /// owns what its workers read, so it may outlive the loader.
   class Epoch {
    public:
     std::optional<PairBatch> next() { return pipeline_->next(); }
@@ -130,7 +131,8 @@ class ImageLoader {
  public:
   ImageLoader(std::shared_ptr<const ImageDataset> data, const LoaderOptions& options);
   int64_t num_batches() const;
-  /// Iterates all batches in order.
+  /// Iterates all batches in order. The pass owns what its workers read, so
+  /// `ImageLoader(data, options).pass()` on a temporary is safe.
   class Pass {
    public:
     std::optional<ImageBatch> next() { return pipeline_->next(); }

@@ -321,6 +321,30 @@ TEST_CASE("pair loader: deterministic batches, un-normalised targets, errors", "
   REQUIRE_THROWS_WITH(pass.next(), Catch::Contains("/nonexistent/a.png"));
 }
 
+TEST_CASE("passes and epochs outlive their loaders", "[data]") {
+  auto data = nordf_test::toy_dataset(10, 5, 1, 28, 3);
+  nordf::LoaderOptions o;
+  o.batch_size = 4;
+  o.workers = 2;
+  o.transform.image_size = 32;
+  std::vector<int64_t> labels;
+  auto pass = nordf::ImageLoader(data, o).pass();  // the loader is a temporary
+  {
+    nordf::LoaderOptions other = o;  // reuse the stack space the temporary had
+    other.batch_size = 1;
+    nordf::ImageLoader unrelated(data, other);
+    while (auto b = pass.next()) {
+      CHECK(b->images.sizes() == torch::IntArrayRef({b->labels.size(0), 3, 32, 32}));
+      for (int64_t i = 0; i < b->labels.size(0); ++i) labels.push_back(b->labels[i].item<int64_t>());
+    }
+  }
+  CHECK(labels == std::vector<int64_t>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4});
+  int64_t pairs = 0;
+  auto epoch = std::make_unique<nordf::PairLoader>(data, 0.5, o)->epoch(0);
+  while (auto b = epoch.next()) pairs += b->x1.size(0);
+  CHECK(pairs == 10);
+}
+
 TEST_CASE("transforms", "[data]") {
   auto img = torch::zeros({3, 8, 8});
   img.narrow(2, 0, 4).fill_(1.0);  // left half white

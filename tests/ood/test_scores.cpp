@@ -107,11 +107,7 @@ TEST_CASE("registry lists every method and rejects unknown ones", "[ood]") {
 TEST_CASE("evaluator scores every method on every set and writes its files", "[ood]") {
   const auto out = nordf_test::work_dir("evaluator");
   auto make = [](int n, int classes, int offset, uint64_t seed) {
-    torch::manual_seed(seed);
-    std::vector<int64_t> labels;
-    for (int i = 0; i < n; ++i) labels.push_back(offset + i % classes);
-    auto images = torch::randint(0, 256, {n, 1, 16, 16}).to(torch::kUInt8);
-    return std::make_shared<nordf::TensorImageDataset>("toy", images, labels);
+    return nordf_test::toy_dataset(n, classes, 1, 16, seed, offset);
   };
   nordf::OpenSetSplit split;
   split.class_names = {"a", "b", "c"};

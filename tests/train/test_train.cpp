@@ -13,13 +13,8 @@ namespace fs = std::filesystem;
 namespace {
 
 std::shared_ptr<nordf::ImageDataset> toy_data(int n, uint64_t seed) {
-  torch::manual_seed(seed);
-  std::vector<int64_t> labels;
-  for (int i = 0; i < n; ++i) labels.push_back(i % 3);
-  auto images = torch::randint(0, 256, {n, 3, 16, 16}).to(torch::kUInt8);
   // class-dependent brightness, so the task is learnable
-  for (int i = 0; i < n; ++i) images[i].add_(40 * labels[static_cast<size_t>(i)]).clamp_(0, 255);
-  return std::make_shared<nordf::TensorImageDataset>("toy", images, labels);
+  return nordf_test::toy_dataset(n, 3, 3, 16, seed, 0, 40);
 }
 
 nordf::NordF tiny_model() {
@@ -191,4 +186,32 @@ TEST_CASE("a stop request writes a checkpoint mid-epoch that resumes exactly", "
   auto a = straight->named_parameters(), b = resumed->named_parameters();
   for (auto& kv : a) CHECK(torch::allclose(kv.value(), b[kv.key()], 1e-5, 1e-6));
   CHECK(t3.history()[0].train.total == Approx(t1.history()[0].train.total).epsilon(1e-5));
+}
+
+TEST_CASE("classification accuracy counts the predictions that match the labels", "[train]") {
+  auto model = tiny_model();
+  torch::manual_seed(21);
+  const int n = 10;
+  auto images = torch::randint(0, 256, {n, 3, 16, 16}).to(torch::kUInt8);
+  std::vector<int64_t> any(n, 0);
+  nordf::LoaderOptions lo;
+  lo.batch_size = 4;  // 10 images: the last batch is partial
+  lo.workers = 1;
+  lo.transform.image_size = 32;
+  // The model's own predictions, then labels that agree with them on exactly 7 images.
+  std::vector<int64_t> predicted;
+  {
+    torch::NoGradGuard g;
+    model->eval();
+    auto pass = nordf::ImageLoader(std::make_shared<nordf::TensorImageDataset>("probe", images, any), lo).pass();
+    while (auto b = pass.next()) {
+      auto p = model->encode(b->images).logits.argmax(1);
+      for (int64_t i = 0; i < p.size(0); ++i) predicted.push_back(p[i].item<int64_t>());
+    }
+  }
+  REQUIRE(predicted.size() == static_cast<size_t>(n));
+  std::vector<int64_t> labels = predicted;
+  for (int i : {1, 4, 9}) labels[static_cast<size_t>(i)] = (labels[static_cast<size_t>(i)] + 1) % 3;
+  nordf::ImageLoader loader(std::make_shared<nordf::TensorImageDataset>("toy", images, labels), lo);
+  CHECK(nordf::classification_accuracy(model, loader) == Approx(0.7));
 }
