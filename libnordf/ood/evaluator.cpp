@@ -70,10 +70,12 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   lo.augment = false;
   lo.drop_last = false;
   const bool agnostic = model->has_similarity();
+  bool recon = false;
+  for (const auto& s : scores) recon = recon || s->needs_reconstruction();
   ModelAccess access{&model, options.device};
 
   // Fit on the ID training split.
-  Inputs train = extract_inputs(model, ImageLoader(split.train, lo), options.device, agnostic, true);
+  Inputs train = extract_inputs(model, ImageLoader(split.train, lo), options.device, agnostic, recon);
   for (size_t i = 0; i < scores.size(); ++i) {
     if (!scores[i]->needs_images()) scores[i]->fit(train, access);
   }
@@ -91,7 +93,7 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   Report report;
   for (size_t s = 0; s < eval_sets.size(); ++s) {
     ImageLoader loader(eval_sets[s].second, lo);
-    Inputs in = extract_inputs(model, loader, options.device, agnostic, true);
+    Inputs in = extract_inputs(model, loader, options.device, agnostic, recon);
     Scored sc{eval_sets[s].first, s > 0 ? split.ood[s - 1].near : false, s > 0, {}};
     if (s == 0) {
       report.id_accuracy = (in.logits.argmax(1) == in.labels).to(torch::kDouble).mean().item<double>();

@@ -222,6 +222,7 @@ class Vim : public Score {
 
 class NordfRecon : public Score {
  public:
+  bool needs_reconstruction() const override { return true; }
   torch::Tensor score(const Inputs& in) const override {
     require(in.recon_error, "reconstruction errors", "nordf_recon");
     return -f64(in.recon_error);
@@ -262,6 +263,7 @@ class NordfSim : public Score {
 class NordfFused : public Score {
  public:
   explicit NordfFused(double T) : parts_{std::make_shared<Energy>(T), std::make_shared<NordfSim>(), std::make_shared<NordfRecon>()} {}
+  bool needs_reconstruction() const override { return true; }
   void fit(const Inputs& train, const ModelAccess& access) override {
     mean_.clear();
     std_.clear();

@@ -52,6 +52,9 @@ class Score {
   virtual void fit(const Inputs& train, const ModelAccess& model) {}
   /// True if `score_images` must be used (the score needs the images and the model).
   virtual bool needs_images() const { return false; }
+  /// True if `score` reads `Inputs::recon_error`. The evaluator runs the decoder only when a
+  /// selected score says so; elsewhere `recon_error` is undefined.
+  virtual bool needs_reconstruction() const { return false; }
   /// N scores (float64, CPU) from stored inputs. Higher = more in-distribution.
   virtual torch::Tensor score(const Inputs& inputs) const = 0;
   /// N scores from normalised images N×3×S×S (only for `needs_images()` scores).
