@@ -67,6 +67,7 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
   if (n_saliency < 0 || n_saliency % 2 != 0)
     throw std::invalid_argument("--saliency: the number of images must be even and non-negative (they form pairs), got " +
                                 std::to_string(n_saliency));
+  if (n_saliency > 0) make_foreground_threshold(config);  // fail before training, not after
   if (config["run"]["out"].get<std::string>().empty()) config["run"]["out"] = timestamped_dir(spec.out_prefix);
   if (print_config) {
     fmt::print("{}\n", config.dump(2));
@@ -88,6 +89,8 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
   for (const auto& note : split.notes) fmt::print("note: {}\n", note);
 
   run.model = make_model(config, split.num_classes(), log_line);
+  // Saliency settings that need the model are checked now, before training.
+  const int64_t cam_layer = n_saliency > 0 ? make_cam_layer(config, run.model) : saliency::kBranchInput;
   auto recon = make_recon(config, log_line);
   int64_t params = 0;
   for (auto& p : run.model->parameters()) params += p.numel();
@@ -150,15 +153,30 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
     so.methods = config["saliency"]["methods"].get<std::vector<std::string>>();
     so.colormap = saliency::parse_colormap(config["saliency"]["colormap"].get<std::string>());
     so.curve.baseline = config["saliency"]["baseline"].get<std::string>();
+    so.cam_layer = cam_layer;
+    if (const double t = make_foreground_threshold(config); t > 0)
+      so.foreground = imagenet_denormalize(batch->images).amax(1, true) > t;
     run.saliency = saliency::write_report(run.model, batch->images, batch->targets, run.out + "/saliency", so);
-    fmt::print("\nSaliency on {} ID test images ({:.1f} s): deletion AUC (lower is better) / insertion AUC (higher) / "
-               "randomisation correlation (lower = depends on the weights)\n",
-               n_saliency, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
+    const auto [cam_h, cam_w] = saliency::layer_resolution(run.model, so.cam_layer);
+    fmt::print("\nSaliency on {} ID test images ({:.1f} s; Grad-CAM at {}, {}x{}): deletion AUC (lower is better) / "
+               "insertion AUC (higher) / randomisation correlation (lower = depends on the weights)\n",
+               n_saliency, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count(),
+               so.cam_layer == saliency::kBranchInput ? std::string("the branch input")
+                                                      : "backbone layer " + std::to_string(so.cam_layer),
+               cam_h, cam_w);
+    const bool bg = so.foreground.defined();
+    if (bg)
+      fmt::print("  bg = share of |map| on the background (pixels at most {} bright); the background is {:.1f} % of "
+                 "the pixels, which is what a content-blind map would score\n",
+                 make_foreground_threshold(config), 100 * run.saliency.background_area);
     for (const auto& branch : run.saliency.scores) {
       fmt::print("  {}:\n", branch.first);
-      for (const auto& m : branch.second)
-        fmt::print("    {:<22} del {:9.4f}  ins {:9.4f}  rand {:6.3f}\n", m.first, m.second.deletion_auc,
+      for (const auto& m : branch.second) {
+        fmt::print("    {:<22} del {:9.4f}  ins {:9.4f}  rand {:6.3f}", m.first, m.second.deletion_auc,
                    m.second.insertion_auc, m.second.randomisation_correlation);
+        if (bg) fmt::print("  bg {:5.1f} %", 100 * m.second.background_mass);
+        fmt::print("\n");
+      }
     }
     fmt::print("saliency: {} files in {}/saliency\n", run.saliency.files.size(), run.out);
   }
@@ -168,15 +186,7 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
 }
 
 int main_guard(int argc, char** argv, const PipelineSpec& spec) {
-  try {
-    return run_pipeline(argc, argv, spec);
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    // LibTorch errors carry a multi-line backtrace; the first line is the message.
-    if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);
-    fmt::print(stderr, "{}: error: {}\n", spec.name, what);
-    return 1;
-  }
+  return guarded(spec.name, [&] { return run_pipeline(argc, argv, spec); });
 }
 
 }  // namespace nordf::app

@@ -67,7 +67,9 @@ json default_config() {
         {"grl_weight", 0.01},
         {"checkpoint_every", 1}}},
       {"ood", {{"methods", json::array()}, {"batch_size", 256}}},
-      {"saliency", {{"images", 0}, {"methods", json::array()}, {"colormap", "viridis"}, {"baseline", "zero"}}},
+      {"saliency",
+       {{"images", 0}, {"methods", json::array()}, {"colormap", "viridis"}, {"baseline", "zero"}, {"cam_layer", "auto"},
+        {"foreground_threshold", "auto"}}},
       {"run", {{"seed", 14}, {"threads", 0}, {"device", "cpu"}, {"out", ""}}}};
 }
 
@@ -175,6 +177,12 @@ ConfigFlags::ConfigFlags(CLI::App& app) : app_(app) {
   flag<std::string>(app, s, "--colormap", "/saliency/colormap", "saliency colormap", member({"viridis", "jet"}));
   flag<std::string>(app, s, "--deletion-baseline", "/saliency/baseline", "what deleted pixels become",
                     member({"zero", "mean", "blur"}));
+  flag<std::string>(app, s, "--cam-layer", "/saliency/cam_layer",
+                    "Grad-CAM layer: auto (branch input if at least 7x7, else the deepest backbone layer that is), "
+                    "branch_input, or a backbone layer index");
+  flag<std::string>(app, s, "--foreground-threshold", "/saliency/foreground_threshold",
+                    "measure saliency mass on the background, taking pixels brighter than this (0..1) as foreground: "
+                    "auto (0.1 for fashion-mnist's black background, otherwise off), off, or a number");
   // run
   flag<int64_t>(app, s, "--seed", "/run/seed", "random seed");
   flag<int64_t>(app, s, "--threads", "/run/threads", "intra-op threads (0 = all cores)");
@@ -306,6 +314,68 @@ TrainOptions make_train_options(const json& c) {
   o.out_dir = c.at("run").at("out").get<std::string>();
   o.config_json = c.dump(2);
   return o;
+}
+
+int64_t make_cam_layer(const json& c, NordF model) {
+  const auto& v = c.at("saliency").at("cam_layer");
+  int64_t layer = 0;
+  if (v.is_number_integer()) {
+    layer = v.get<int64_t>();
+  } else if (v.is_string() && v.get<std::string>() == "auto") {
+    return saliency::cam_layer_for(model);
+  } else if (v.is_string() && v.get<std::string>() == "branch_input") {
+    return saliency::kBranchInput;
+  } else {
+    const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+    size_t used = 0;
+    try {
+      layer = std::stoll(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != text.size())
+      throw std::invalid_argument("--cam-layer: expected auto, branch_input or a backbone layer index, got '" + text + "'");
+  }
+  const int64_t n = model->backbone->num_layers();
+  if (layer != saliency::kBranchInput && (layer < 0 || layer >= n))
+    throw std::invalid_argument("--cam-layer " + std::to_string(layer) + ": " + model->backbone->backbone_name() +
+                                " has layers 0.." + std::to_string(n - 1) + " (or use branch_input)");
+  return layer;
+}
+
+double make_foreground_threshold(const json& c) {
+  const auto& v = c.at("saliency").at("foreground_threshold");
+  if (v.is_number()) {
+    const double t = v.get<double>();
+    if (!(t >= 0 && t < 1))
+      throw std::invalid_argument("--foreground-threshold: expected a value in [0, 1), got " + v.dump());
+    return t;
+  }
+  const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+  if (text == "auto") return c.at("data").at("dataset").get<std::string>() == "fashion-mnist" ? 0.1 : 0.0;
+  if (text == "off") return 0.0;
+  size_t used = 0;
+  double t = -1;
+  try {
+    t = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !(t >= 0 && t < 1))
+    throw std::invalid_argument("--foreground-threshold: expected auto, off or a value in [0, 1), got '" + text + "'");
+  return t;
+}
+
+int guarded(const std::string& app, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    // LibTorch errors carry a multi-line backtrace; the first line is the message.
+    if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);
+    fmt::print(stderr, "{}: error: {}\n", app, what);
+    return 1;
+  }
 }
 
 void configure_threads(int64_t threads) {

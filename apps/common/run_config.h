@@ -13,7 +13,7 @@
 
 namespace nordf::app {
 
-/// Every setting of a run, with its default. Sections: data, model, train, run.
+/// Every setting of a run, with its default. Sections: data, model, train, ood, saliency, run.
 nlohmann::json default_config();
 
 /// Flags that map onto configuration keys. Only flags given on the command line are applied, so
@@ -51,6 +51,19 @@ ood::EvaluatorOptions make_eval_options(const nlohmann::json& config);
 TrainOptions make_train_options(const nlohmann::json& config);
 /// The torch device named in the configuration; throws if CUDA is asked for but absent.
 torch::Device make_device(const std::string& name);
+
+/// The Grad-CAM layer of the saliency stage ("auto", "branch_input" or a backbone layer index).
+/// Throws std::invalid_argument naming the value when it is neither.
+int64_t make_cam_layer(const nlohmann::json& config, NordF model);
+
+/// The foreground threshold of the saliency stage's background measurement, 0 = off ("auto" is
+/// 0.1 for Fashion-MNIST, whose background is black, and off elsewhere). Throws
+/// std::invalid_argument naming a bad value.
+double make_foreground_threshold(const nlohmann::json& config);
+
+/// Runs an app's main body; any exception becomes one line "<app>: error: <message>" on stderr
+/// (LibTorch's backtrace dropped) and exit code 1.
+int guarded(const std::string& app, const std::function<int()>& body);
 
 /// Intra-op threads for LibTorch (0 = all cores) and single-threaded OpenBLAS, which otherwise
 /// spawns its own threads on top of LibTorch's and oversubscribes the cores.

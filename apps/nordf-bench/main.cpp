@@ -102,12 +102,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);  // drop LibTorch's backtrace
-    fmt::print(stderr, "nordf-bench: error: {}\n", what);
-    return 1;
-  }
+  return nordf::app::guarded("nordf-bench", [&] { return run(argc, argv); });
 }

@@ -49,6 +49,17 @@ std::vector<torch::Tensor> Backbone::forward_layers(const torch::Tensor& images,
   return result;
 }
 
+torch::Tensor Backbone::forward_from(const torch::Tensor& x, int64_t first) {
+  if (first < 0 || first > num_layers())
+    throw std::invalid_argument(backbone_name_ + ": cannot continue from layer " + std::to_string(first) +
+                                " (it has " + std::to_string(num_layers()) + " layers; valid: 0.." +
+                                std::to_string(num_layers()) + ")");
+  if (first == 0) check_input(x, /*whole=*/false);
+  torch::Tensor y = x;
+  for (int64_t i = first; i < num_layers(); ++i) y = layers_[static_cast<size_t>(i)](y);
+  return y;
+}
+
 namespace {
 
 using BackboneRegistry = Registry<std::shared_ptr<Backbone>, const BackboneOptions&>;

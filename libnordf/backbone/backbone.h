@@ -43,6 +43,13 @@ class Backbone : public torch::nn::Module {
   /// index if one is out of range [0, num_layers()), c10::Error on a bad input shape.
   std::vector<torch::Tensor> forward_layers(const torch::Tensor& images, const std::vector<int64_t>& layers);
 
+  /// Runs layers `first` .. num_layers() − 1 on `x`, the output of layer `first` − 1 (the images
+  /// when `first` is 0), and returns the last output; with `first` = num_layers() it returns `x`.
+  /// `forward_from(forward_layers(images, {k})[0], k + 1)` equals `forward(images)`, which lets
+  /// saliency explain any layer. Throws `std::invalid_argument` naming `first` if it is outside
+  /// [0, num_layers()].
+  torch::Tensor forward_from(const torch::Tensor& x, int64_t first);
+
   /// Channels of the final feature map.
   virtual int64_t out_channels() const = 0;
   /// Number of addressable layers.

@@ -35,6 +35,12 @@ Faithfulness deletion_insertion(Target& target, const torch::Tensor& images, con
 /// Mean over images of the Spearman rank correlation between two sets of maps (N×1×H×W each).
 double rank_correlation(const torch::Tensor& a, const torch::Tensor& b);
 
+/// Mean over images of the share of each map's mass Σ|map| that lies inside `region` (N×1×H×W,
+/// non-zero = inside), for example the background of a segmented image. A map that ignores the
+/// region's content scores about the region's area fraction. Images whose map is all zero are
+/// skipped; NaN when every map is. Throws `c10::Error` on mismatched shapes.
+double mass_fraction(const torch::Tensor& maps, const torch::Tensor& region);
+
 /// Model-randomisation sanity check (Adebayo et al., NeurIPS 2018): the rank correlation between
 /// the maps of `method` for the trained target and for the same target on a re-initialised
 /// model. A method whose maps depend on the learned weights gives a clearly lower value than 1.

@@ -1,6 +1,7 @@
 #include <libnordf/saliency/faithfulness.h>
 #include <libnordf/saliency/render.h>
 
+#include <limits>
 #include <numeric>
 #include <stdexcept>
 
@@ -155,6 +156,19 @@ double rank_correlation(const torch::Tensor& a, const torch::Tensor& b) {
     total += ((ra * rb).sum() / (ra.norm() * rb.norm() + 1e-12)).item<double>();
   }
   return total / static_cast<double>(a.size(0));
+}
+
+double mass_fraction(const torch::Tensor& maps, const torch::Tensor& region) {
+  TORCH_CHECK(maps.dim() == 4 && maps.size(1) == 1 && region.sizes() == maps.sizes(),
+              "mass_fraction: expected N×1×H×W maps and a region of the same shape, got ", maps.sizes(), " and ",
+              region.sizes());
+  auto a = maps.detach().abs().to(torch::kDouble).flatten(1);
+  auto inside = (region.detach() != 0).to(a.device()).flatten(1);
+  auto total = a.sum(1);
+  auto keep = total > 0;
+  if (!keep.any().item<bool>()) return std::numeric_limits<double>::quiet_NaN();
+  auto share = (a * inside).sum(1) / total.clamp_min(1e-300);
+  return share.index({keep}).mean().item<double>();
 }
 
 double randomisation_correlation(const Method& method, Target& trained, Target& randomised, const torch::Tensor& images) {

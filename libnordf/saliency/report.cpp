@@ -17,6 +17,14 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
   namespace fs = std::filesystem;
   if (images.dim() != 4 || images.size(0) == 0 || images.size(0) % 2 != 0)
     throw std::invalid_argument("saliency report: expected an even, non-empty batch of N×3×S×S images (pairs 2k, 2k+1)");
+  torch::Tensor background;
+  if (o.foreground.defined()) {
+    if (o.foreground.dim() != 4 || o.foreground.size(0) != images.size(0) || o.foreground.size(1) != 1 ||
+        o.foreground.size(2) != images.size(2) || o.foreground.size(3) != images.size(3))
+      throw std::invalid_argument("saliency report: foreground masks must be N×1×H×W like the images, got " +
+                                  c10::str(o.foreground.sizes()) + " for images " + c10::str(images.sizes()));
+    background = (o.foreground.detach().to(torch::kCPU) == 0);
+  }
   const auto names = o.methods.empty() ? method_names() : o.methods;
   std::vector<std::shared_ptr<Method>> methods;
   for (const auto& n : names) methods.push_back(make_method(n, o.method_options));
@@ -45,9 +53,11 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
     predicted = model->encode(x).logits.argmax(1);
   }
   auto targets_for = [&](NordF& m) {
-    std::vector<std::pair<std::string, std::shared_ptr<Target>>> t{{"classification", class_target(m, predicted)}};
-    if (m->has_similarity()) t.emplace_back("similarity", dissimilarity_target(m, partners));
-    t.emplace_back("reconstruction", reconstruction_target(m, targets.to(device)));
+    const int64_t layer = o.cam_layer;
+    std::vector<std::pair<std::string, std::shared_ptr<Target>>> t{
+        {"classification", class_target(m, predicted, false, layer)}};
+    if (m->has_similarity()) t.emplace_back("similarity", dissimilarity_target(m, partners, layer));
+    t.emplace_back("reconstruction", reconstruction_target(m, targets.to(device), layer));
     return t;
   };
   auto trained_targets = targets_for(model);
@@ -69,6 +79,8 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
       s.deletion_auc = f.deletion_auc;
       s.insertion_auc = f.insertion_auc;
       s.randomisation_correlation = std::numeric_limits<double>::quiet_NaN();
+      s.background_mass = background.defined() ? mass_fraction(maps.to(torch::kCPU), background)
+                                               : std::numeric_limits<double>::quiet_NaN();
       if (o.randomisation) {
         auto rmaps = methods[m]->explain(*random_targets[b].second, x).detach();
         s.randomisation_correlation = rank_correlation(maps.abs(), rmaps.abs());
@@ -86,6 +98,7 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
       metrics[branch][names[m]] = {{"deletion_auc", num(s.deletion_auc)},
                                    {"insertion_auc", num(s.insertion_auc)},
                                    {"randomisation_correlation", num(s.randomisation_correlation)},
+                                   {"background_mass", num(s.background_mass)},
                                    {"deletion_curve", f.deletion},
                                    {"insertion_curve", f.insertion}};
     }
@@ -93,13 +106,21 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
     save_png(path, montage(grid));
     report.files.push_back(path);
   }
+  report.background_area = background.defined() ? background.to(torch::kDouble).mean().item<double>()
+                                                 : std::numeric_limits<double>::quiet_NaN();
+  metrics["background_area"] =
+      background.defined() ? nlohmann::json(report.background_area) : nlohmann::json(nullptr);
   metrics["methods"] = names;
   metrics["images"] = x.size(0);
   metrics["curve_baseline"] = o.curve.baseline;
+  const auto [cam_h, cam_w] = layer_resolution(model, o.cam_layer);
+  metrics["cam_layer"] = o.cam_layer == kBranchInput ? nlohmann::json("branch_input") : nlohmann::json(o.cam_layer);
+  metrics["cam_resolution"] = {cam_h, cam_w};
   metrics["conventions"] =
       "deletion/insertion AUC in the target's units (class logit, pair dissimilarity, mean |reconstruction error|) over "
       "the removed/inserted pixel fraction in [0, 1]; randomisation: Spearman correlation of |maps| between the trained "
-      "and a re-initialised model";
+      "and a re-initialised model; background_mass: mean share of |map| on pixels outside the foreground masks, "
+      "to compare with background_area (null without masks)";
   const auto mpath = (fs::path(dir) / "metrics.json").string();
   write_file_atomic(mpath, metrics.dump(2) + "\n");
   report.files.push_back(mpath);

@@ -18,12 +18,19 @@ struct ReportOptions {
   std::vector<std::string> methods;  ///< empty = every registered method
   MethodOptions method_options;
   CurveOptions curve;
+  /// The layer every target is split at, i.e. what Grad-CAM and Grad-CAM++ explain: kBranchInput
+  /// or a backbone layer (`cam_layer_for` picks one with a usable resolution).
+  int64_t cam_layer = kBranchInput;
   Colormap colormap = Colormap::kViridis;
   double alpha = 0.5;
   /// Also run the model-randomisation check against a re-initialised copy of the model (built
   /// from the registry with the same options after seeding LibTorch's global generator with
   /// `randomisation_seed`).
   bool randomisation = true;
+  /// Optional N×1×S×S foreground masks of the images (non-zero = object). With them, metrics.json
+  /// holds each map's share of mass on the background (`mass_fraction` of the complement) and the
+  /// background's area fraction, which is what a map blind to the content would score.
+  torch::Tensor foreground;
   uint64_t randomisation_seed = 1234;
 };
 
@@ -31,6 +38,7 @@ struct ReportOptions {
 struct MethodScores {
   double deletion_auc = 0, insertion_auc = 0;
   double randomisation_correlation = 0;  ///< NaN when not computed
+  double background_mass = 0;            ///< NaN without foreground masks
 };
 
 /// What `write_report` computed and wrote.
@@ -39,6 +47,8 @@ struct Report {
   std::map<std::string, std::map<std::string, MethodScores>> scores;
   /// branch → method → N×1×H×W maps (CPU).
   std::map<std::string, std::map<std::string, torch::Tensor>> maps;
+  /// Mean background area fraction of the images (NaN without foreground masks).
+  double background_area = 0;
   std::vector<std::string> files;
 };
 
@@ -48,8 +58,10 @@ struct Report {
 /// fixed) and the reconstruction error against `targets` (N×3×R×R in [0, 1]). Writes into `dir`:
 /// `<branch>/<method>-<i>.png` overlays on the un-normalised image, `<branch>-montage.png`
 /// (rows: images; columns: the image, then one overlay per method) and `metrics.json`
-/// (deletion/insertion AUC and randomisation correlation per branch and method). Files are
-/// written atomically. Throws `std::invalid_argument` on an odd or empty batch.
+/// (deletion/insertion AUC, randomisation correlation and, with foreground masks, background mass
+/// per branch and method; the CAM layer and its resolution). Files are
+/// written atomically. Throws `std::invalid_argument` on an odd or empty batch or
+/// foreground masks of another shape.
 Report write_report(NordF model, const torch::Tensor& images, const torch::Tensor& targets, const std::string& dir,
                     const ReportOptions& options = {});
 

@@ -27,12 +27,46 @@ torch::Tensor adapted_features(NordF& model, const torch::Tensor& images) {
   return model->adapter->forward(model->backbone->forward(images));
 }
 
-class ClassTarget : public Target {
+void check_layer(NordF& model, int64_t layer, const char* what) {
+  const int64_t n = model->backbone->num_layers();
+  if (layer != kBranchInput && (layer < 0 || layer >= n))
+    throw std::invalid_argument(std::string(what) + ": layer " + std::to_string(layer) + " does not exist; use " +
+                                std::to_string(kBranchInput) + " (the branches' input) or a backbone layer 0.." +
+                                std::to_string(n - 1) + " of " + model->backbone->backbone_name());
+}
+
+/// A target on a NordF split at `layer`: features() runs the model up to the layer,
+/// from_features() runs the rest and hands the branches' input to head().
+class ModelTarget : public Target {
  public:
-  ClassTarget(NordF model, int64_t k, torch::Tensor classes, bool prob)
-      : model_(std::move(model)), k_(k), classes_(std::move(classes)), prob_(prob) {}
-  torch::Tensor features(const torch::Tensor& images) override { return adapted_features(model_, images); }
-  torch::Tensor from_features(const torch::Tensor& f) override {
+  ModelTarget(NordF model, int64_t layer, const char* what) : model_(std::move(model)), layer_(layer) {
+    check_layer(model_, layer_, what);
+  }
+  torch::Tensor features(const torch::Tensor& images) final {
+    if (layer_ == kBranchInput) return adapted_features(model_, images);
+    return model_->backbone->forward_layers(images, {layer_})[0];
+  }
+  torch::Tensor from_features(const torch::Tensor& f) final {
+    if (layer_ == kBranchInput) return head(f);
+    return head(model_->adapter->forward(model_->backbone->forward_from(f, layer_ + 1)));
+  }
+
+ protected:
+  /// N values from the adapted backbone features.
+  virtual torch::Tensor head(const torch::Tensor& adapted) = 0;
+  NordF model_;
+
+ private:
+  int64_t layer_;
+};
+
+class ClassTarget : public ModelTarget {
+ public:
+  ClassTarget(NordF model, int64_t k, torch::Tensor classes, bool prob, int64_t layer)
+      : ModelTarget(std::move(model), layer, "class_target"), k_(k), classes_(std::move(classes)), prob_(prob) {}
+
+ protected:
+  torch::Tensor head(const torch::Tensor& f) override {
     auto logits = model_->classifier->forward(f).logits;
     auto scores = prob_ ? torch::softmax(logits, 1) : logits;
     torch::Tensor idx;
@@ -48,21 +82,22 @@ class ClassTarget : public Target {
   }
 
  private:
-  NordF model_;
   int64_t k_;
   torch::Tensor classes_;
   bool prob_;
 };
 
-class DissimilarityTarget : public Target {
+class DissimilarityTarget : public ModelTarget {
  public:
-  DissimilarityTarget(NordF model, const torch::Tensor& other) : model_(std::move(model)) {
+  DissimilarityTarget(NordF model, const torch::Tensor& other, int64_t layer)
+      : ModelTarget(std::move(model), layer, "dissimilarity_target") {
     if (!model_->has_similarity()) throw std::invalid_argument("dissimilarity_target: the model has no similarity branch");
     torch::NoGradGuard g;
     other_u_ = model_->similarity->embed(adapted_features(model_, other), kForward).detach();
   }
-  torch::Tensor features(const torch::Tensor& images) override { return adapted_features(model_, images); }
-  torch::Tensor from_features(const torch::Tensor& f) override {
+
+ protected:
+  torch::Tensor head(const torch::Tensor& f) override {
     auto u = model_->similarity->embed(f, kForward);
     auto other = tile_to(other_u_, u.size(0), "dissimilarity_target");
     // The raw 1 − cos (before the [0, 1] clamp) keeps a gradient where the clamp would cut it.
@@ -72,15 +107,16 @@ class DissimilarityTarget : public Target {
   }
 
  private:
-  NordF model_;
   torch::Tensor other_u_;
 };
 
-class ReconTarget : public Target {
+class ReconTarget : public ModelTarget {
  public:
-  ReconTarget(NordF model, torch::Tensor target) : model_(std::move(model)), target_(std::move(target)) {}
-  torch::Tensor features(const torch::Tensor& images) override { return adapted_features(model_, images); }
-  torch::Tensor from_features(const torch::Tensor& f) override {
+  ReconTarget(NordF model, torch::Tensor target, int64_t layer)
+      : ModelTarget(std::move(model), layer, "reconstruction_target"), target_(std::move(target)) {}
+
+ protected:
+  torch::Tensor head(const torch::Tensor& f) override {
     auto cls = model_->classifier->forward(f).map;
     auto z = model_->has_similarity() ? torch::cat({model_->similarity->embed(f, kForward), cls}, 1) : cls;
     auto rec = model_->decoder->forward(z);
@@ -91,7 +127,6 @@ class ReconTarget : public Target {
   }
 
  private:
-  NordF model_;
   torch::Tensor target_;
 };
 
@@ -228,18 +263,55 @@ MethodRegistry& registry() {
 
 }  // namespace
 
-std::shared_ptr<Target> class_target(NordF model, int64_t class_index, bool probability) {
-  return std::make_shared<ClassTarget>(std::move(model), class_index, torch::Tensor(), probability);
+std::shared_ptr<Target> class_target(NordF model, int64_t class_index, bool probability, int64_t layer) {
+  return std::make_shared<ClassTarget>(std::move(model), class_index, torch::Tensor(), probability, layer);
 }
-std::shared_ptr<Target> class_target(NordF model, torch::Tensor classes, bool probability) {
+std::shared_ptr<Target> class_target(NordF model, torch::Tensor classes, bool probability, int64_t layer) {
   TORCH_CHECK(classes.dim() == 1, "class_target: expected N class indices, got ", classes.sizes());
-  return std::make_shared<ClassTarget>(std::move(model), -1, classes.to(torch::kLong), probability);
+  return std::make_shared<ClassTarget>(std::move(model), -1, classes.to(torch::kLong), probability, layer);
 }
-std::shared_ptr<Target> dissimilarity_target(NordF model, torch::Tensor other) {
-  return std::make_shared<DissimilarityTarget>(std::move(model), std::move(other));
+std::shared_ptr<Target> dissimilarity_target(NordF model, torch::Tensor other, int64_t layer) {
+  return std::make_shared<DissimilarityTarget>(std::move(model), std::move(other), layer);
 }
-std::shared_ptr<Target> reconstruction_target(NordF model, torch::Tensor target) {
-  return std::make_shared<ReconTarget>(std::move(model), std::move(target));
+std::shared_ptr<Target> reconstruction_target(NordF model, torch::Tensor target, int64_t layer) {
+  return std::make_shared<ReconTarget>(std::move(model), std::move(target), layer);
+}
+
+namespace {
+
+/// Outputs of backbone `layers` for one zero image at the model's size: a shape probe, in eval
+/// mode so that no normalisation statistics move.
+std::vector<torch::Tensor> probe_layers(NordF& model, const std::vector<int64_t>& layers) {
+  torch::NoGradGuard g;
+  const auto p = model->parameters().front();
+  const int64_t s = model->options.image_size();
+  const bool was_training = model->is_training();
+  model->eval();
+  auto outs = model->backbone->forward_layers(torch::zeros({1, 3, s, s}, p.options()), layers);
+  model->train(was_training);
+  return outs;
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> layer_resolution(NordF model, int64_t layer) {
+  check_layer(model, layer, "layer_resolution");
+  if (layer == kBranchInput) return {model->feature_size(), model->feature_size()};
+  auto f = probe_layers(model, {layer})[0];
+  return {f.size(-2), f.size(-1)};
+}
+
+int64_t cam_layer_for(NordF model, int64_t min_side) {
+  if (model->feature_size() >= min_side) return kBranchInput;
+  const int64_t n = model->backbone->num_layers();
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
+  auto outs = probe_layers(model, all);
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const auto& o = outs[static_cast<size_t>(i)];
+    if (std::min(o.size(-2), o.size(-1)) >= min_side) return i;
+  }
+  return 0;
 }
 
 std::shared_ptr<Method> make_method(const std::string& name, const MethodOptions& options) {

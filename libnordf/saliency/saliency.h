@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace nordf::saliency {
@@ -26,24 +27,43 @@ class Target {
   torch::Tensor operator()(const torch::Tensor& images) { return from_features(features(images)); }
 };
 
+/// The layer whose output a target's `features` return (the layer Grad-CAM explains): the
+/// branches' input, i.e. the adapted backbone features every branch's ConvBlock reads. The
+/// other choices are backbone layers 0 .. backbone->num_layers() − 1 (see Backbone), so
+/// Grad-CAM can explain any backbone stage. The layer changes only where the model is split;
+/// gradient methods explain the same function whichever layer is chosen.
+constexpr int64_t kBranchInput = -1;
+
 /// Classification branch: the logit of `class_index`, or its softmax probability. With −1 the
 /// class is the argmax of each evaluated input (perturbed copies included); to explain a fixed
-/// class per image, use the overload below. Layer: the branches' input (adapted backbone features).
-std::shared_ptr<Target> class_target(NordF model, int64_t class_index = -1, bool probability = false);
+/// class per image, use the overload below. Throws `std::invalid_argument` naming `layer` when it
+/// is neither kBranchInput nor a backbone layer (the same for every target below).
+std::shared_ptr<Target> class_target(NordF model, int64_t class_index = -1, bool probability = false,
+                                     int64_t layer = kBranchInput);
 /// Same, with a fixed class per explained image (N int64, for example the predictions on the
 /// clean images); batches of copies (SmoothGrad, IG) reuse them in order.
-std::shared_ptr<Target> class_target(NordF model, torch::Tensor classes, bool probability = false);
+std::shared_ptr<Target> class_target(NordF model, torch::Tensor classes, bool probability = false,
+                                     int64_t layer = kBranchInput);
 
 /// Similarity (GRL) branch: the pair dissimilarity d(x, other), explained with respect to x with
 /// `other` (same batch size, normalised) held fixed. Explaining (x₁, x₂) and then (x₂, x₁)
 /// gives one map per image of the pair. Gradients follow d itself: the branch's gradient
 /// reversal, which only serves training, is cancelled. Throws `std::invalid_argument` without
 /// the branch.
-std::shared_ptr<Target> dissimilarity_target(NordF model, torch::Tensor other);
+std::shared_ptr<Target> dissimilarity_target(NordF model, torch::Tensor other, int64_t layer = kBranchInput);
 
 /// Reconstruction branch: mean |decoder(x) − target| per image, `target` the un-normalised
 /// N×3×R×R image at the reconstruction size.
-std::shared_ptr<Target> reconstruction_target(NordF model, torch::Tensor target);
+std::shared_ptr<Target> reconstruction_target(NordF model, torch::Tensor target, int64_t layer = kBranchInput);
+
+/// A Grad-CAM layer with a usable resolution: kBranchInput when the adapted features are at
+/// least `min_side` pixels on their shorter side at the model's image size, otherwise the deepest
+/// backbone layer whose output is (layer 0 when none is). At 224 px a ConvNeXt's branch input
+/// is 7×7; at 32 px it is 1×1, where any CAM is constant.
+int64_t cam_layer_for(NordF model, int64_t min_side = 7);
+
+/// Output side (h, w) of `layer` (kBranchInput or a backbone layer) at the model's image size.
+std::pair<int64_t, int64_t> layer_resolution(NordF model, int64_t layer);
 
 /// Options of the built-in methods.
 struct MethodOptions {

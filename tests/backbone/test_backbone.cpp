@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "test_util.h"
+
 #include <set>
 
 namespace {
@@ -82,6 +84,25 @@ TEST_CASE("forward_layers returns the asked intermediate outputs and checks indi
   CHECK(outs[1].sizes() == torch::IntArrayRef({1, 40, 16, 16}));
   CHECK(torch::allclose(outs[0], bb->forward(x)));
   REQUIRE_THROWS_WITH(bb->forward_layers(x, {8}), Catch::Contains("layer index 8 does not exist"));
+}
+
+TEST_CASE("forward_from continues from any layer's output to the final map", "[backbone]") {
+  torch::NoGradGuard no_grad;
+  for (const char* name : {"convnextv2_atto", "vgg16"}) {
+    torch::manual_seed(2);
+    auto bb = nordf::make_backbone(name);
+    bb->eval();
+    auto x = torch::randn({2, 3, 32, 32});
+    auto full = bb->forward(x);
+    for (int64_t k = 0; k < bb->num_layers(); ++k) {
+      INFO(name << " layer " << k);
+      auto mid = bb->forward_layers(x, {k})[0];
+      CHECK(nordf_test::max_abs_diff(bb->forward_from(mid, k + 1), full) <= 1e-6);
+    }
+    CHECK(nordf_test::max_abs_diff(bb->forward_from(x, 0), full) <= 1e-6);
+    REQUIRE_THROWS_WITH(bb->forward_from(full, bb->num_layers() + 1), Catch::Contains("cannot continue from layer"));
+    REQUIRE_THROWS_AS(bb->forward_from(full, -1), std::invalid_argument);
+  }
 }
 
 TEST_CASE("backbone errors name the problem", "[backbone]") {

@@ -1,6 +1,17 @@
+#include <libnordf/data/image.h>
+#include <libnordf/saliency/faithfulness.h>
+#include <libnordf/saliency/render.h>
+#include <libnordf/saliency/report.h>
 #include <libnordf/saliency/saliency.h>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "test_util.h"
 
 namespace {
 
@@ -106,6 +117,108 @@ TEST_CASE("the similarity branch gives one map per image of a pair", "[saliency]
   REQUIRE_THROWS_WITH(nordf::saliency::dissimilarity_target(ablation, x1), Catch::Contains("no similarity branch"));
 }
 
+namespace {
+
+/// A backbone whose first layer (8×8 at 32 px) sees only the left half of the image; its second
+/// layer pools everything to 1×1.
+class LeftStem : public nordf::Backbone {
+ public:
+  LeftStem() : Backbone("left_stem") {
+    auto stem = register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 4).stride(4)));
+    auto pool = register_module("pool", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 8, 8).stride(8)));
+    add_layer(torch::nn::Functional([stem](torch::Tensor x) {
+      auto a = torch::relu(stem->forward(x));
+      auto mask = torch::zeros_like(a);
+      mask.narrow(3, 0, a.size(3) / 2).fill_(1.0);
+      return a * mask;
+    }));
+    add_layer(pool);
+  }
+  int64_t out_channels() const override { return 8; }
+};
+
+double spatial_std(const torch::Tensor& map) { return map.flatten(1).std(1).max().item<double>(); }
+
+/// −f: Grad-CAM's ReLU keeps only positive evidence, so a CAM of f or of −f is non-zero.
+class Negated : public nordf::saliency::Target {
+ public:
+  explicit Negated(std::shared_ptr<nordf::saliency::Target> t) : t_(std::move(t)) {}
+  torch::Tensor features(const torch::Tensor& x) override { return t_->features(x); }
+  torch::Tensor from_features(const torch::Tensor& f) override { return -t_->from_features(f); }
+
+ private:
+  std::shared_ptr<nordf::saliency::Target> t_;
+};
+
+}  // namespace
+
+TEST_CASE("Grad-CAM explains a chosen backbone layer", "[saliency]") {
+  namespace S = nordf::saliency;
+  torch::manual_seed(3);
+  nordf::NordF model(std::make_shared<nordf::NordFImpl>(std::make_shared<LeftStem>(),
+                                                        nordf::NordFOptions()
+                                                            .image_size(32)
+                                                            .num_classes(3)
+                                                            .channels(8)
+                                                            .norm(nordf::Norm::kLayer)
+                                                            .classifier_hidden({8})
+                                                            .recon_size(16)
+                                                            .decoder_width(16)
+                                                            .decoder_blocks(1)));
+  model->eval();
+  auto x = torch::rand({2, 3, 32, 32});
+  // Splitting at a layer changes where Grad-CAM looks, not the explained function.
+  auto at_input = S::class_target(model, 0), at_stem = S::class_target(model, 0, false, 0);
+  {
+    torch::NoGradGuard g;
+    CHECK(nordf_test::max_abs_diff((*at_input)(x), (*at_stem)(x)) <= 1e-6);
+  }
+  CHECK(S::layer_resolution(model, 0) == std::pair<int64_t, int64_t>{8, 8});
+  CHECK(S::layer_resolution(model, S::kBranchInput) == std::pair<int64_t, int64_t>{1, 1});
+  CHECK(S::cam_layer_for(model) == 0);
+  for (const char* name : {"gradcam", "gradcam++"}) {
+    INFO(name);
+    auto method = S::make_method(name);
+    // At the 1×1 branch input a CAM can only be constant; at the 8×8 stem it resolves the half
+    // the backbone reads.
+    CHECK(spatial_std(method->explain(*at_input, x)) == 0.0);
+    for (auto target : {at_stem, S::dissimilarity_target(model, x.flip(0), 0),
+                        S::reconstruction_target(model, torch::rand({2, 3, 16, 16}), 0)}) {
+      Negated negated(target);
+      int non_zero = 0;
+      for (auto* t : {target.get(), static_cast<S::Target*>(&negated)}) {
+        auto cam = method->explain(*t, x);
+        CHECK(cam.sizes() == torch::IntArrayRef({2, 1, 32, 32}));
+        if (cam.sum().item<double>() <= 0) continue;
+        ++non_zero;
+        CHECK(spatial_std(cam) > 0);
+        CHECK(left_fraction(cam) > 0.9);  // the right half of the stem output is zero
+      }
+      CHECK(non_zero >= 1);
+    }
+  }
+  REQUIRE_THROWS_WITH(S::class_target(model, 0, false, 2), Catch::Contains("layer 2 does not exist") &&
+                                                               Catch::Contains("left_stem"));
+  REQUIRE_THROWS_AS(S::dissimilarity_target(model, x, -2), std::invalid_argument);
+}
+
+TEST_CASE("Grad-CAM at a ConvNeXt stage resolves what the 1x1 branch input cannot", "[saliency]") {
+  namespace S = nordf::saliency;
+  auto model = tiny_model();
+  CHECK(S::cam_layer_for(model) == 1);  // stage 1 output, 8×8 at 32 px
+  CHECK(S::cam_layer_for(model, 4) == 3);
+  torch::manual_seed(6);
+  auto x = torch::randn({2, 3, 32, 32});
+  auto target = S::class_target(model, -1, false, 1);
+  auto cam = S::make_method("gradcam")->explain(*target, x);
+  CHECK(cam.sizes() == torch::IntArrayRef({2, 1, 32, 32}));
+  CHECK(torch::isfinite(cam).all().item<bool>());
+  CHECK(spatial_std(cam) > 0);
+  nordf::NordF big(nordf::NordFOptions().backbone("convnextv2_atto").image_size(224).channels(16).recon_size(112)
+                       .decoder_width(16).decoder_blocks(1));
+  CHECK(S::cam_layer_for(big) == S::kBranchInput);  // 7×7 at 224 px
+}
+
 TEST_CASE("reconstruction error and class probability are explainable targets", "[saliency]") {
   auto model = tiny_model();
   auto x = torch::randn({2, 3, 32, 32});
@@ -119,12 +232,6 @@ TEST_CASE("reconstruction error and class probability are explainable targets", 
     CHECK(g.abs().sum().item<double>() > 0);
   }
 }
-
-#include <libnordf/data/image.h>
-#include <libnordf/saliency/faithfulness.h>
-#include <libnordf/saliency/render.h>
-
-#include "test_util.h"
 
 TEST_CASE("deletion AUC is lower for the true map than for a random map", "[saliency]") {
   LeftHalf target;
@@ -202,12 +309,20 @@ TEST_CASE("overlays and montages render to PNG files that decode", "[saliency]")
   REQUIRE_THROWS_AS(nordf::saliency::overlay(image, torch::zeros({10, 10})), c10::Error);
 }
 
-#include <libnordf/saliency/report.h>
-
-#include <nlohmann/json.hpp>
-
-#include <filesystem>
-#include <fstream>
+TEST_CASE("mass fraction: the share of a map inside a region", "[saliency]") {
+  namespace S = nordf::saliency;
+  auto left = torch::zeros({2, 1, 4, 4});
+  left.narrow(3, 0, 1).fill_(1);  // a quarter of the pixels
+  CHECK(S::mass_fraction(torch::ones({2, 1, 4, 4}), left) == Approx(0.25));
+  CHECK(S::mass_fraction(-3 * left, left) == Approx(1.0));  // |map|
+  CHECK(S::mass_fraction(1 - left, left) == Approx(0.0));
+  auto one_empty = torch::ones({2, 1, 4, 4});
+  one_empty[1].zero_();  // a zero map has no mass to share: skipped
+  CHECK(S::mass_fraction(one_empty * left, left) == Approx(1.0));
+  CHECK(std::isnan(S::mass_fraction(torch::zeros({2, 1, 4, 4}), left)));
+  REQUIRE_THROWS_WITH(S::mass_fraction(torch::ones({2, 1, 4, 4}), torch::ones({2, 1, 4, 3})),
+                      Catch::Contains("mass_fraction"));
+}
 
 TEST_CASE("the saliency report writes overlays, montages and metrics for both branches", "[saliency]") {
   const auto dir = nordf_test::work_dir("saliency_report");
@@ -218,6 +333,7 @@ TEST_CASE("the saliency report writes overlays, montages and metrics for both br
   nordf::saliency::ReportOptions o;
   o.methods = {"gradient", "gradcam"};
   o.curve.steps = 5;
+  o.cam_layer = 1;
   auto r = nordf::saliency::write_report(model, images, targets, dir, o);
   CHECK(r.scores.size() == 3);
   CHECK(r.maps.at("similarity").at("gradient").sizes() == torch::IntArrayRef({4, 1, 32, 32}));
@@ -235,6 +351,32 @@ TEST_CASE("the saliency report writes overlays, montages and metrics for both br
   auto j = nlohmann::json::parse(in);
   CHECK(j["similarity"]["gradient"].contains("deletion_auc"));
   CHECK(j["reconstruction"]["gradcam"]["insertion_curve"].size() == 6);
+  CHECK(j["cam_layer"] == 1);
+  CHECK(j["cam_resolution"] == nlohmann::json::array({8, 8}));
+  CHECK(spatial_std(r.maps.at("classification").at("gradcam")) > 0);
+  CHECK(j["background_area"].is_null());
+  CHECK(j["classification"]["gradient"]["background_mass"].is_null());
+  // With foreground masks: each map's share of mass on the background, next to its area.
+  o.methods = {"gradient"};
+  o.randomisation = false;
+  o.foreground = torch::zeros({4, 1, 32, 32});
+  o.foreground.narrow(2, 8, 16).fill_(1);  // the middle half of the rows is the object
+  auto masked = nordf::saliency::write_report(model, images, targets, dir, o);
+  CHECK(masked.background_area == Approx(0.5));
+  for (const auto& branch : masked.scores) {
+    INFO(branch.first);
+    const auto& maps = masked.maps.at(branch.first).at("gradient");
+    const double expected = nordf::saliency::mass_fraction(maps, o.foreground == 0);
+    CHECK(branch.second.at("gradient").background_mass == Approx(expected));
+    CHECK(expected > 0.0);
+    CHECK(expected < 1.0);
+  }
+  std::ifstream in2(dir + "/metrics.json");
+  auto j2 = nlohmann::json::parse(in2);
+  CHECK(j2["background_area"].get<double>() == Approx(0.5));
+  CHECK(j2["similarity"]["gradient"]["background_mass"].is_number());
+  o.foreground = torch::ones({4, 1, 16, 16});
+  REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, images, targets, dir, o), Catch::Contains("foreground"));
   REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, torch::randn({3, 3, 32, 32}), targets, dir, o),
                       Catch::Contains("even"));
 }
