@@ -27,11 +27,11 @@ struct ReportOptions {
   /// from the registry with the same options after seeding LibTorch's global generator with
   /// `randomisation_seed`).
   bool randomisation = true;
+  uint64_t randomisation_seed = 1234;
   /// Optional N×1×S×S foreground masks of the images (non-zero = object). With them, metrics.json
   /// holds each map's share of mass on the background (`mass_fraction` of the complement) and the
   /// background's area fraction, which is what a map blind to the content would score.
   torch::Tensor foreground;
-  uint64_t randomisation_seed = 1234;
 };
 
 /// Metrics of one (branch, method).
