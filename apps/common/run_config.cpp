@@ -231,6 +231,9 @@ OpenSetSplit make_split(const json& c) {
 
 NordF make_model(const json& c, int64_t num_classes, const LogFn& log) {
   const auto& m = c.at("model");
+  // LibTorch seeds its default generator non-deterministically; the initial weights of a run
+  // follow run.seed instead.
+  torch::manual_seed(c.at("run").at("seed").get<uint64_t>());
   auto options = NordFOptions()
                      .backbone(m.at("backbone").get<std::string>())
                      .backbone_options(BackboneOptions().drop_path_rate(m.at("drop_path").get<double>()))

@@ -39,7 +39,8 @@ nlohmann::json read_json(const std::string& path);
 OpenSetSplit make_split(const nlohmann::json& config);
 /// Receives one line of log output.
 using LogFn = std::function<void(const std::string&)>;
-/// The model of a run, with backbone weights loaded (and their report logged) if configured.
+/// The model of a run, initialised from run.seed (LibTorch's global generator is reseeded), with
+/// backbone weights loaded (and their report logged) if configured.
 NordF make_model(const nlohmann::json& config, int64_t num_classes, const LogFn& log);
 /// The reconstruction loss of a run (perceptual weights loaded and logged if configured).
 std::shared_ptr<ReconstructionLoss> make_recon(const nlohmann::json& config, const LogFn& log);
