@@ -154,6 +154,7 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
     so.colormap = saliency::parse_colormap(config["saliency"]["colormap"].get<std::string>());
     so.curve.baseline = config["saliency"]["baseline"].get<std::string>();
     so.cam_layer = cam_layer;
+    so.labels = batch->labels;
     if (const double t = make_foreground_threshold(config); t > 0)
       so.foreground = imagenet_denormalize(batch->images).amax(1, true) > t;
     run.saliency = saliency::write_report(run.model, batch->images, batch->targets, run.out + "/saliency", so);
@@ -177,6 +178,16 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
         if (bg) fmt::print("  bg {:5.1f} %", 100 * m.second.background_mass);
         fmt::print("\n");
       }
+    }
+    if (auto sim = run.saliency.scores.find("similarity"); sim != run.saliency.scores.end() && !sim->second.empty()) {
+      const auto& first = sim->second.begin()->second;
+      fmt::print("  similarity by pair type ({} images in same-class pairs, explained as 1 - d; {} in different-class "
+                 "pairs, as d; lower deletion AUC = more faithful):\n",
+                 first.same_pairs.images, first.different_pairs.images);
+      for (const auto& m : sim->second)
+        fmt::print("    {:<22} same: del {:7.4f}  ins {:7.4f} | different: del {:7.4f}  ins {:7.4f}\n", m.first,
+                   m.second.same_pairs.deletion_auc, m.second.same_pairs.insertion_auc,
+                   m.second.different_pairs.deletion_auc, m.second.different_pairs.insertion_auc);
     }
     fmt::print("saliency: {} files in {}/saliency\n", run.saliency.files.size(), run.out);
   }

@@ -25,6 +25,9 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
                                   c10::str(o.foreground.sizes()) + " for images " + c10::str(images.sizes()));
     background = (o.foreground.detach().to(torch::kCPU) == 0);
   }
+  if (o.labels.defined() && (o.labels.dim() != 1 || o.labels.size(0) != images.size(0)))
+    throw std::invalid_argument("saliency report: expected " + std::to_string(images.size(0)) +
+                                " labels, one per image, got " + c10::str(o.labels.sizes()));
   const auto names = o.methods.empty() ? method_names() : o.methods;
   std::vector<std::shared_ptr<Method>> methods;
   for (const auto& n : names) methods.push_back(make_method(n, o.method_options));
@@ -37,7 +40,16 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
     swap.push_back(i + 1);
     swap.push_back(i);
   }
-  auto partners = x.index({torch::tensor(swap, torch::kLong).to(device)});
+  const auto swap_index = torch::tensor(swap, torch::kLong).to(device);
+  auto partners = x.index({swap_index});
+  // With labels: the images of same-class and of different-class pairs.
+  torch::Tensor same_idx, different_idx;
+  if (o.labels.defined()) {
+    auto l = o.labels.to(device, torch::kLong);
+    auto same = l == l.index({swap_index});
+    same_idx = same.nonzero().flatten();
+    different_idx = same.logical_not().nonzero().flatten();
+  }
 
   NordF randomised{nullptr};
   if (o.randomisation) {
@@ -81,6 +93,33 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
       s.randomisation_correlation = std::numeric_limits<double>::quiet_NaN();
       s.background_mass = background.defined() ? mass_fraction(maps.to(torch::kCPU), background)
                                                : std::numeric_limits<double>::quiet_NaN();
+      nlohmann::json by_pair;
+      if (branch == "similarity" && o.labels.defined()) {
+        // d over different-class pairs; 1 − d over same-class pairs (AUC(1 − c) = 1 − AUC(c)).
+        for (const bool same : {false, true}) {
+          const auto& idx = same ? same_idx : different_idx;
+          auto& g = same ? s.same_pairs : s.different_pairs;
+          g.images = idx.numel();
+          nlohmann::json entry = {{"explained", same ? "1 - d" : "d"}, {"images", g.images}};
+          if (g.images > 0) {
+            auto sub = dissimilarity_target(model, partners.index({idx}), o.cam_layer);
+            auto c = deletion_insertion(*sub, x.index({idx}), maps.index({idx}), o.curve);
+            if (same) {
+              for (auto* curve : {&c.deletion, &c.insertion})
+                for (auto& v : *curve) v = 1.0 - v;
+              c.deletion_auc = 1.0 - c.deletion_auc;
+              c.insertion_auc = 1.0 - c.insertion_auc;
+            }
+            g.deletion_auc = c.deletion_auc;
+            g.insertion_auc = c.insertion_auc;
+            entry["deletion_auc"] = c.deletion_auc;
+            entry["insertion_auc"] = c.insertion_auc;
+            entry["deletion_curve"] = c.deletion;
+            entry["insertion_curve"] = c.insertion;
+          }
+          by_pair[same ? "same_class" : "different_class"] = entry;
+        }
+      }
       if (o.randomisation) {
         auto rmaps = methods[m]->explain(*random_targets[b].second, x).detach();
         s.randomisation_correlation = rank_correlation(maps.abs(), rmaps.abs());
@@ -101,6 +140,7 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
                                    {"background_mass", num(s.background_mass)},
                                    {"deletion_curve", f.deletion},
                                    {"insertion_curve", f.insertion}};
+      if (!by_pair.is_null()) metrics[branch][names[m]]["by_pair"] = by_pair;
     }
     const auto path = (fs::path(dir) / (branch + "-montage.png")).string();
     save_png(path, montage(grid));
@@ -120,7 +160,8 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
       "deletion/insertion AUC in the target's units (class logit, pair dissimilarity, mean |reconstruction error|) over "
       "the removed/inserted pixel fraction in [0, 1]; randomisation: Spearman correlation of |maps| between the trained "
       "and a re-initialised model; background_mass: mean share of |map| on pixels outside the foreground masks, "
-      "to compare with background_area (null without masks)";
+      "to compare with background_area (null without masks); similarity by_pair (with labels): curves over "
+      "different-class pairs for d and over same-class pairs for 1 - d, so lower deletion AUC is better in both";
   const auto mpath = (fs::path(dir) / "metrics.json").string();
   write_file_atomic(mpath, metrics.dump(2) + "\n");
   report.files.push_back(mpath);

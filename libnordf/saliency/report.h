@@ -7,6 +7,7 @@
 #include <libnordf/saliency/render.h>
 #include <libnordf/saliency/saliency.h>
 
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -32,6 +33,19 @@ struct ReportOptions {
   /// holds each map's share of mass on the background (`mass_fraction` of the complement) and the
   /// background's area fraction, which is what a map blind to the content would score.
   torch::Tensor foreground;
+  /// Optional N class labels (int64). With them the similarity branch's deletion/insertion curves
+  /// are also computed per pair type: over different-class pairs for d, and over same-class pairs
+  /// for 1 − d, so that in both groups the curve follows the evidence for the pair's true relation
+  /// and a lower deletion AUC means a more faithful map. The mean over mixed pairs hides the two
+  /// groups moving in opposite directions.
+  torch::Tensor labels;
+};
+
+/// Deletion/insertion AUCs over one group of pairs (NaN when the group is empty or not computed).
+struct PairGroupScores {
+  int64_t images = 0;
+  double deletion_auc = std::numeric_limits<double>::quiet_NaN();
+  double insertion_auc = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// Metrics of one (branch, method).
@@ -39,6 +53,9 @@ struct MethodScores {
   double deletion_auc = 0, insertion_auc = 0;
   double randomisation_correlation = 0;  ///< NaN when not computed
   double background_mass = 0;            ///< NaN without foreground masks
+  /// Similarity branch with `ReportOptions::labels`: same-class pairs (explained value 1 − d) and
+  /// different-class pairs (d).
+  PairGroupScores same_pairs, different_pairs;
 };
 
 /// What `write_report` computed and wrote.
@@ -59,9 +76,10 @@ struct Report {
 /// `<branch>/<method>-<i>.png` overlays on the un-normalised image, `<branch>-montage.png`
 /// (rows: images; columns: the image, then one overlay per method) and `metrics.json`
 /// (deletion/insertion AUC, randomisation correlation and, with foreground masks, background mass
-/// per branch and method; the CAM layer and its resolution). Files are
-/// written atomically. Throws `std::invalid_argument` on an odd or empty batch or
-/// foreground masks of another shape.
+/// per branch and method, and with labels the similarity branch's curves per pair type; the CAM
+/// layer and its resolution). Files are
+/// written atomically. Throws `std::invalid_argument` on an odd or empty batch, or
+/// foreground masks or labels of another size.
 Report write_report(NordF model, const torch::Tensor& images, const torch::Tensor& targets, const std::string& dir,
                     const ReportOptions& options = {});
 

@@ -377,6 +377,32 @@ TEST_CASE("the saliency report writes overlays, montages and metrics for both br
   CHECK(j2["similarity"]["gradient"]["background_mass"].is_number());
   o.foreground = torch::ones({4, 1, 16, 16});
   REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, images, targets, dir, o), Catch::Contains("foreground"));
+  o.foreground = torch::Tensor();
+  // With labels: the similarity branch's curves per pair type. Pair (0, 1) is same-class, (2, 3) is not.
+  o.labels = torch::tensor({4, 4, 1, 2}, torch::kLong);
+  o.curve.steps = 4;
+  auto grouped = nordf::saliency::write_report(model, images, targets, dir, o);
+  const auto& sim = grouped.scores.at("similarity").at("gradient");
+  CHECK(sim.same_pairs.images == 2);
+  CHECK(sim.different_pairs.images == 2);
+  const auto maps = grouped.maps.at("similarity").at("gradient");
+  auto sub = [&](std::vector<int64_t> rows, std::vector<int64_t> partner_rows) {
+    auto t = nordf::saliency::dissimilarity_target(model, images.index({torch::tensor(partner_rows)}));
+    return nordf::saliency::deletion_insertion(*t, images.index({torch::tensor(rows)}),
+                                               maps.index({torch::tensor(rows)}), o.curve);
+  };
+  const auto same = sub({0, 1}, {1, 0}), different = sub({2, 3}, {3, 2});
+  CHECK(sim.same_pairs.deletion_auc == Approx(1.0 - same.deletion_auc).margin(1e-6));  // explained as 1 − d
+  CHECK(sim.same_pairs.insertion_auc == Approx(1.0 - same.insertion_auc).margin(1e-6));
+  CHECK(sim.different_pairs.deletion_auc == Approx(different.deletion_auc).margin(1e-6));
+  CHECK(std::isnan(grouped.scores.at("classification").at("gradient").same_pairs.deletion_auc));
+  std::ifstream in3(dir + "/metrics.json");
+  auto j3 = nlohmann::json::parse(in3);
+  CHECK(j3["similarity"]["gradient"]["by_pair"]["same_class"]["explained"] == "1 - d");
+  CHECK(j3["similarity"]["gradient"]["by_pair"]["different_class"]["deletion_curve"].size() == 5);
+  CHECK_FALSE(j3["classification"]["gradient"].contains("by_pair"));
+  o.labels = torch::tensor({1, 2, 3}, torch::kLong);
+  REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, images, targets, dir, o), Catch::Contains("labels"));
   REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, torch::randn({3, 3, 32, 32}), targets, dir, o),
                       Catch::Contains("even"));
 }
