@@ -67,7 +67,8 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
   if (n_saliency < 0 || n_saliency % 2 != 0)
     throw std::invalid_argument("--saliency: the number of images must be even and non-negative (they form pairs), got " +
                                 std::to_string(n_saliency));
-  if (n_saliency > 0) make_foreground_threshold(config);  // fail before training, not after
+  // Checked now so that a bad value fails before training, not after.
+  const double foreground_threshold = n_saliency > 0 ? make_foreground_threshold(config) : 0.0;
   if (config["run"]["out"].get<std::string>().empty()) config["run"]["out"] = timestamped_dir(spec.out_prefix);
   if (print_config) {
     fmt::print("{}\n", config.dump(2));
@@ -155,10 +156,10 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
     so.curve.baseline = config["saliency"]["baseline"].get<std::string>();
     so.cam_layer = cam_layer;
     so.labels = batch->labels;
-    if (const double t = make_foreground_threshold(config); t > 0)
-      so.foreground = imagenet_denormalize(batch->images).amax(1, true) > t;
+    if (foreground_threshold > 0)
+      so.foreground = imagenet_denormalize(batch->images).amax(1, true) > foreground_threshold;
     run.saliency = saliency::write_report(run.model, batch->images, batch->targets, run.out + "/saliency", so);
-    const auto [cam_h, cam_w] = saliency::layer_resolution(run.model, so.cam_layer);
+    const auto [cam_h, cam_w] = run.saliency.cam_resolution;
     fmt::print("\nSaliency on {} ID test images ({:.1f} s; Grad-CAM at {}, {}x{}): deletion AUC (lower is better) / "
                "insertion AUC (higher) / randomisation correlation (lower = depends on the weights)\n",
                n_saliency, std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count(),
@@ -169,7 +170,7 @@ int run_pipeline(int argc, char** argv, const PipelineSpec& spec) {
     if (bg)
       fmt::print("  bg = share of |map| on the background (pixels at most {} bright); the background is {:.1f} % of "
                  "the pixels, which is what a content-blind map would score\n",
-                 make_foreground_threshold(config), 100 * run.saliency.background_area);
+                 foreground_threshold, 100 * run.saliency.background_area);
     for (const auto& branch : run.saliency.scores) {
       fmt::print("  {}:\n", branch.first);
       for (const auto& m : branch.second) {

@@ -10,7 +10,9 @@
 #include <chrono>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <type_traits>
 
 namespace nordf::app {
 
@@ -319,54 +321,52 @@ TrainOptions make_train_options(const json& c) {
   return o;
 }
 
+namespace {
+
+/// The number `text` spells in full ("3", "0.25"); nullopt for anything else ("3x", "", "auto").
+template <typename T>
+std::optional<T> parse_whole(const std::string& text) {
+  size_t used = 0;
+  T value{};
+  try {
+    if constexpr (std::is_integral_v<T>) {
+      value = static_cast<T>(std::stoll(text, &used));
+    } else {
+      value = static_cast<T>(std::stod(text, &used));
+    }
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used == 0 || used != text.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
 int64_t make_cam_layer(const json& c, NordF model) {
   const auto& v = c.at("saliency").at("cam_layer");
-  int64_t layer = 0;
-  if (v.is_number_integer()) {
-    layer = v.get<int64_t>();
-  } else if (v.is_string() && v.get<std::string>() == "auto") {
-    return saliency::cam_layer_for(model);
-  } else if (v.is_string() && v.get<std::string>() == "branch_input") {
-    return saliency::kBranchInput;
-  } else {
-    const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
-    size_t used = 0;
-    try {
-      layer = std::stoll(text, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != text.size())
-      throw std::invalid_argument("--cam-layer: expected auto, branch_input or a backbone layer index, got '" + text + "'");
-  }
+  const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+  if (text == "auto") return saliency::cam_layer_for(model);
+  if (text == "branch_input") return saliency::kBranchInput;
+  const auto layer = parse_whole<int64_t>(text);
+  if (!layer)
+    throw std::invalid_argument("--cam-layer: expected auto, branch_input or a backbone layer index, got '" + text + "'");
   const int64_t n = model->backbone->num_layers();
-  if (layer != saliency::kBranchInput && (layer < 0 || layer >= n))
-    throw std::invalid_argument("--cam-layer " + std::to_string(layer) + ": " + model->backbone->backbone_name() +
-                                " has layers 0.." + std::to_string(n - 1) + " (or use branch_input)");
-  return layer;
+  if (*layer != saliency::kBranchInput && (*layer < 0 || *layer >= n))
+    throw std::invalid_argument("--cam-layer " + text + ": " + model->backbone->backbone_name() + " has layers 0.." +
+                                std::to_string(n - 1) + " (or use branch_input)");
+  return *layer;
 }
 
 double make_foreground_threshold(const json& c) {
   const auto& v = c.at("saliency").at("foreground_threshold");
-  if (v.is_number()) {
-    const double t = v.get<double>();
-    if (!(t >= 0 && t < 1))
-      throw std::invalid_argument("--foreground-threshold: expected a value in [0, 1), got " + v.dump());
-    return t;
-  }
   const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
   if (text == "auto") return c.at("data").at("dataset").get<std::string>() == "fashion-mnist" ? 0.1 : 0.0;
   if (text == "off") return 0.0;
-  size_t used = 0;
-  double t = -1;
-  try {
-    t = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !(t >= 0 && t < 1))
+  const auto t = parse_whole<double>(text);
+  if (!t || !(*t >= 0 && *t < 1))
     throw std::invalid_argument("--foreground-threshold: expected auto, off or a value in [0, 1), got '" + text + "'");
-  return t;
+  return *t;
 }
 
 int guarded(const std::string& app, const std::function<int()>& body) {

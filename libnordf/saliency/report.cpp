@@ -42,13 +42,22 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
   }
   const auto swap_index = torch::tensor(swap, torch::kLong).to(device);
   auto partners = x.index({swap_index});
-  // With labels: the images of same-class and of different-class pairs.
-  torch::Tensor same_idx, different_idx;
-  if (o.labels.defined()) {
+  // With labels: the images of same-class and of different-class pairs, and the similarity
+  // target restricted to each group (built once, shared by every method).
+  struct PairGroup {
+    bool same;
+    torch::Tensor idx;
+    std::shared_ptr<Target> target;
+  };
+  std::vector<PairGroup> pair_groups;
+  if (o.labels.defined() && model->has_similarity()) {
     auto l = o.labels.to(device, torch::kLong);
     auto same = l == l.index({swap_index});
-    same_idx = same.nonzero().flatten();
-    different_idx = same.logical_not().nonzero().flatten();
+    for (const bool s : {false, true}) {
+      auto idx = (s ? same : same.logical_not()).nonzero().flatten();
+      pair_groups.push_back(
+          {s, idx, idx.numel() > 0 ? dissimilarity_target(model, partners.index({idx}), o.cam_layer) : nullptr});
+    }
   }
 
   NordF randomised{nullptr};
@@ -94,16 +103,15 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
       s.background_mass = background.defined() ? mass_fraction(maps.to(torch::kCPU), background)
                                                : std::numeric_limits<double>::quiet_NaN();
       nlohmann::json by_pair;
-      if (branch == "similarity" && o.labels.defined()) {
+      if (branch == "similarity") {
         // d over different-class pairs; 1 − d over same-class pairs (AUC(1 − c) = 1 − AUC(c)).
-        for (const bool same : {false, true}) {
-          const auto& idx = same ? same_idx : different_idx;
+        for (const auto& group : pair_groups) {
+          const bool same = group.same;
           auto& g = same ? s.same_pairs : s.different_pairs;
-          g.images = idx.numel();
+          g.images = group.idx.numel();
           nlohmann::json entry = {{"explained", same ? "1 - d" : "d"}, {"images", g.images}};
-          if (g.images > 0) {
-            auto sub = dissimilarity_target(model, partners.index({idx}), o.cam_layer);
-            auto c = deletion_insertion(*sub, x.index({idx}), maps.index({idx}), o.curve);
+          if (group.target) {
+            auto c = deletion_insertion(*group.target, x.index({group.idx}), maps.index({group.idx}), o.curve);
             if (same) {
               for (auto* curve : {&c.deletion, &c.insertion})
                 for (auto& v : *curve) v = 1.0 - v;
@@ -153,7 +161,8 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
   metrics["methods"] = names;
   metrics["images"] = x.size(0);
   metrics["curve_baseline"] = o.curve.baseline;
-  const auto [cam_h, cam_w] = layer_resolution(model, o.cam_layer);
+  report.cam_resolution = layer_resolution(model, o.cam_layer);
+  const auto [cam_h, cam_w] = report.cam_resolution;
   metrics["cam_layer"] = o.cam_layer == kBranchInput ? nlohmann::json("branch_input") : nlohmann::json(o.cam_layer);
   metrics["cam_resolution"] = {cam_h, cam_w};
   metrics["conventions"] =

@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace nordf::saliency {
@@ -66,6 +67,8 @@ struct Report {
   std::map<std::string, std::map<std::string, torch::Tensor>> maps;
   /// Mean background area fraction of the images (NaN without foreground masks).
   double background_area = 0;
+  /// (h, w) of `ReportOptions::cam_layer` at the model's image size.
+  std::pair<int64_t, int64_t> cam_resolution{0, 0};
   std::vector<std::string> files;
 };
 
