@@ -51,15 +51,28 @@ std::string norm_name(Norm norm) {
   return "?";
 }
 
-torch::nn::AnyModule make_norm(Norm norm, int64_t channels) {
+int64_t group_count(int64_t channels, int64_t spatial) {
+  if (channels <= 0 || spatial <= 0)
+    throw std::invalid_argument("GroupNorm: channels and H·W must be positive, got " + std::to_string(channels) + " and " +
+                                std::to_string(spatial));
+  // A group of one value normalises to exactly 0: the block would output its bias whatever the
+  // input, and almost no gradient would reach the backbone. A group of two normalises to ±1, a
+  // sign; three values give a point on a circle. From four on, the output keeps a continuum.
+  for (int64_t least : {4, 2})
+    for (int64_t groups = std::min<int64_t>(32, channels); groups >= 1; --groups)
+      if (channels % groups == 0 && (channels / groups) * spatial >= least) return groups;
+  throw std::invalid_argument("GroupNorm over " + std::to_string(channels) + " channel of a " + std::to_string(spatial) +
+                              "-value map normalises a single value per image, so its output would not depend on the "
+                              "input; use more channels, a larger image, or norm 'batch' or 'none'");
+}
+
+torch::nn::AnyModule make_norm(Norm norm, int64_t channels, int64_t spatial) {
   switch (norm) {
     case Norm::kBatch: return torch::nn::AnyModule(torch::nn::BatchNorm2d(channels));
-    case Norm::kGroup: {
-      int64_t groups = std::min<int64_t>(32, channels);
-      while (channels % groups != 0) --groups;
-      return torch::nn::AnyModule(torch::nn::GroupNorm(groups, channels));
-    }
-    case Norm::kLayer: return torch::nn::AnyModule(torch::nn::GroupNorm(1, channels));
+    case Norm::kGroup: return torch::nn::AnyModule(torch::nn::GroupNorm(group_count(channels, spatial), channels));
+    case Norm::kLayer:
+      if (channels * spatial < 2) group_count(channels, spatial);  // throws the same explanation
+      return torch::nn::AnyModule(torch::nn::GroupNorm(1, channels));
     case Norm::kNone: return torch::nn::AnyModule(torch::nn::Identity());
   }
   throw std::invalid_argument("make_norm: invalid Norm value");
@@ -72,7 +85,7 @@ ConvBlockImpl::ConvBlockImpl(const ConvBlockOptions& opts) : options(opts) {
   conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(opts.in_channels(), opts.out_channels(),
                                                                             opts.kernel_size())
                                                        .padding(opts.kernel_size() / 2)));
-  norm = make_norm(opts.norm(), opts.out_channels());
+  norm = make_norm(opts.norm(), opts.out_channels(), opts.spatial());
   register_module("norm", norm.ptr());
 }
 
@@ -111,7 +124,8 @@ torch::Tensor dissimilarity(const torch::Tensor& u1, const torch::Tensor& u2, Si
 }
 
 SimilarityBranchImpl::SimilarityBranchImpl(const SimilarityBranchOptions& opts) : options(opts) {
-  conv_block = register_module("conv_block", ConvBlock(ConvBlockOptions(opts.channels(), opts.channels()).norm(opts.norm())));
+  conv_block = register_module(
+      "conv_block", ConvBlock(ConvBlockOptions(opts.channels(), opts.channels()).norm(opts.norm()).spatial(opts.spatial())));
 }
 
 torch::Tensor SimilarityBranchImpl::embed(const torch::Tensor& features, double grl_weight) {
@@ -128,7 +142,10 @@ ClassificationBranchImpl::ClassificationBranchImpl(const ClassificationBranchOpt
   TORCH_CHECK(opts.num_classes() >= 2, "ClassificationBranch: num_classes must be ≥ 2, got ", opts.num_classes());
   TORCH_CHECK(!opts.hidden().empty(), "ClassificationBranch: at least one hidden layer is required");
   TORCH_CHECK(opts.dropout() >= 0.0 && opts.dropout() < 1.0, "ClassificationBranch: dropout must be in [0, 1)");
-  conv_block = register_module("conv_block", ConvBlock(ConvBlockOptions(opts.channels(), opts.channels()).norm(opts.norm())));
+  conv_block = register_module(
+      "conv_block", ConvBlock(ConvBlockOptions(opts.channels(), opts.channels())
+                                  .norm(opts.norm())
+                                  .spatial(opts.feature_size() * opts.feature_size())));
   mlp = torch::nn::Sequential();
   int64_t in = opts.channels() * opts.feature_size() * opts.feature_size();
   for (int64_t width : opts.hidden()) {
@@ -155,13 +172,13 @@ ClassificationOutput ClassificationBranchImpl::forward(const torch::Tensor& feat
 
 // ---- reconstruction ------------------------------------------------------------------------
 
-ResidualBlockImpl::ResidualBlockImpl(int64_t channels, Norm norm) {
+ResidualBlockImpl::ResidualBlockImpl(int64_t channels, Norm norm, int64_t spatial) {
   auto opts = torch::nn::Conv2dOptions(channels, channels, 3).padding(1);
   conv1 = register_module("conv1", torch::nn::Conv2d(opts));
-  norm1 = make_norm(norm, channels);
+  norm1 = make_norm(norm, channels, spatial);
   register_module("norm1", norm1.ptr());
   conv2 = register_module("conv2", torch::nn::Conv2d(opts));
-  norm2 = make_norm(norm, channels);
+  norm2 = make_norm(norm, channels, spatial);
   register_module("norm2", norm2.ptr());
 }
 
@@ -189,11 +206,12 @@ ReconstructionBranchImpl::ReconstructionBranchImpl(const ReconstructionBranchOpt
   int64_t in = opts.in_channels();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t width = std::max(opts.min_width(), opts.base_width() >> i);
+    const int64_t side = f << (i + 1);
     torch::nn::Sequential stage;
     stage->push_back(torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(in, width, 2).stride(2)));
-    stage->push_back(make_norm(opts.norm(), width));
+    stage->push_back(make_norm(opts.norm(), width, side * side));
     stage->push_back(torch::nn::ReLU());
-    for (int64_t r = 0; r < opts.residual_blocks(); ++r) stage->push_back(ResidualBlock(width, opts.norm()));
+    for (int64_t r = 0; r < opts.residual_blocks(); ++r) stage->push_back(ResidualBlock(width, opts.norm(), side * side));
     stages->push_back(stage);
     in = width;
   }

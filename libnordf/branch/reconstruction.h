@@ -25,10 +25,11 @@ struct ReconstructionBranchOptions {
   TORCH_ARG(Norm, norm) = Norm::kGroup;
 };
 
-/// Residual block: conv3×3 → norm → ReLU → conv3×3 → norm, + x, ReLU.
+/// Residual block: conv3×3 → norm → ReLU → conv3×3 → norm, + x, ReLU, on maps of `spatial` = H·W
+/// values per channel (which fixes GroupNorm's group count).
 class ResidualBlockImpl : public torch::nn::Module {
  public:
-  ResidualBlockImpl(int64_t channels, Norm norm);
+  ResidualBlockImpl(int64_t channels, Norm norm, int64_t spatial);
   torch::Tensor forward(const torch::Tensor& x);
 
  private:

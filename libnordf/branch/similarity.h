@@ -34,6 +34,8 @@ struct SimilarityBranchOptions {
   TORCH_ARG(Similarity, similarity) = Similarity::kCosine;
   /// τ of the euclidean similarity.
   TORCH_ARG(double, temperature) = 1.0;
+  /// H·W of the feature map (fixes GroupNorm's group count; see Norm).
+  TORCH_ARG(int64_t, spatial) = 1;
 };
 
 /// GRL(f, w) → ConvBlock → u. The gradient reaching the backbone from this branch is reversed and

@@ -128,29 +128,36 @@ void register_recon_loss(const std::string& name, ReconLossFactory factory) {
   recon_registry().add(name, std::move(factory));
 }
 
-NordFLoss::NordFLoss(LossWeights weights, std::shared_ptr<ReconstructionLoss> recon)
-    : weights_(weights), recon_(std::move(recon)) {
+NordFLoss::NordFLoss(LossWeights weights, std::shared_ptr<ReconstructionLoss> recon, double sim_eps)
+    : weights_(weights), recon_(std::move(recon)), sim_eps_(sim_eps) {
   if (!recon_) throw std::invalid_argument("NordFLoss: reconstruction loss is null");
+  if (!(sim_eps >= 0 && sim_eps < 0.5))
+    throw std::invalid_argument("NordFLoss: sim_eps must be in [0, 0.5), got " + std::to_string(sim_eps));
 }
 
 LossTerms NordFLoss::operator()(const PairOutput& out, const PairTargets& t) const {
   LossTerms terms;
   const auto& logits = out.all.logits;
   terms.cls = classification_loss(logits, torch::cat({t.labels1, t.labels2}, 0).to(logits.device()));
+  terms.total = weights_.cls * terms.cls;
 
-  auto target = torch::cat({t.image1, t.image2}, 0).to(out.all.reconstruction.device());
-  const int64_t s = out.all.reconstruction.size(-1);
-  if (target.size(-1) != s || target.size(-2) != s)
-    target = F::interpolate(target, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s}).mode(torch::kArea));
-  terms.rec = recon_->forward(out.all.reconstruction, target);
+  if (out.all.reconstruction.defined()) {
+    auto target = torch::cat({t.image1, t.image2}, 0).to(out.all.reconstruction.device());
+    const int64_t s = out.all.reconstruction.size(-1);
+    if (target.size(-1) != s || target.size(-2) != s)
+      target = F::interpolate(target, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s}).mode(torch::kArea));
+    terms.rec = recon_->forward(out.all.reconstruction, target);
+    terms.total = terms.total + weights_.rec * terms.rec;
+  } else {
+    terms.rec = torch::zeros({}, logits.options());
+  }
 
   if (out.dissimilarity.defined()) {
-    terms.sim = similarity_loss(out.dissimilarity, t.different.to(out.dissimilarity.device()));
+    terms.sim = similarity_loss(out.dissimilarity, t.different.to(out.dissimilarity.device()), sim_eps_);
+    terms.total = terms.total + weights_.sim * terms.sim;
   } else {
     terms.sim = torch::zeros({}, logits.options());
   }
-  terms.total = weights_.cls * terms.cls + weights_.rec * terms.rec;
-  if (out.dissimilarity.defined()) terms.total = terms.total + weights_.sim * terms.sim;
   return terms;
 }
 

@@ -117,7 +117,7 @@ struct LossTerms {
   torch::Tensor total;
   torch::Tensor sim;  ///< similarity BCE (0 when the branch is off)
   torch::Tensor cls;  ///< mean(CE₁, CE₂)
-  torch::Tensor rec;  ///< mean(rec₁, rec₂)
+  torch::Tensor rec;  ///< mean(rec₁, rec₂) (0 without a decoder)
 };
 
 /// Targets of one pair batch.
@@ -128,12 +128,15 @@ struct PairTargets {
   torch::Tensor image1, image2;
 };
 
-/// total = λ_sim·BCE(d, different) + λ_cls·mean(CE₁, CE₂) + λ_rec·mean(rec₁, rec₂).
-/// Because both halves have N items, the means equal the losses over the 2N batch, which is
-/// how they are computed (one reconstruction-loss call).
+/// total = λ_sim·BCE(d, different) + λ_cls·mean(CE₁, CE₂) + λ_rec·mean(rec₁, rec₂), the BCE
+/// squeezed by `sim_eps` (see `similarity_loss`). Because both halves have N items, the means equal
+/// the losses over the 2N batch, which is how they are computed (one reconstruction-loss call).
+/// A term whose branch the model lacks (no similarity branch, no decoder) is reported as 0 and
+/// left out of the total.
 class NordFLoss {
  public:
-  NordFLoss(LossWeights weights, std::shared_ptr<ReconstructionLoss> recon);
+  /// Throws `std::invalid_argument` on a null reconstruction loss or `sim_eps` outside [0, 0.5).
+  NordFLoss(LossWeights weights, std::shared_ptr<ReconstructionLoss> recon, double sim_eps = 1e-3);
   LossTerms operator()(const PairOutput& out, const PairTargets& targets) const;
   const LossWeights& weights() const { return weights_; }
   ReconstructionLoss& recon_loss() { return *recon_; }
@@ -141,6 +144,7 @@ class NordFLoss {
  private:
   LossWeights weights_;
   std::shared_ptr<ReconstructionLoss> recon_;
+  double sim_eps_;
 };
 
 }  // namespace nordf

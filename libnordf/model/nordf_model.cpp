@@ -28,12 +28,14 @@ void NordFImpl::build() {
     similarity = register_module("similarity", SimilarityBranch(SimilarityBranchOptions(c)
                                                                     .norm(options.norm())
                                                                     .similarity(options.similarity())
-                                                                    .temperature(options.similarity_temperature())));
+                                                                    .temperature(options.similarity_temperature())
+                                                                    .spatial(f * f)));
   }
   classifier = register_module("classifier", ClassificationBranch(ClassificationBranchOptions(c, f, options.num_classes())
                                                                       .hidden(options.classifier_hidden())
                                                                       .dropout(options.dropout())
                                                                       .norm(options.norm())));
+  if (!options.use_reconstruction()) return;
   const int64_t decoder_in = options.use_similarity() ? 2 * c : c;
   decoder = register_module("decoder", ReconstructionBranch(ReconstructionBranchOptions(decoder_in, f, recon_size_)
                                                                 .base_width(options.decoder_width())
@@ -57,7 +59,7 @@ ImageOutput NordFImpl::encode(const torch::Tensor& images, bool with_reconstruct
   out.class_map = cls.map;
   out.embedding = cls.embedding;
   out.logits = cls.logits;
-  if (with_reconstruction) {
+  if (with_reconstruction && has_reconstruction()) {
     auto z = has_similarity() ? torch::cat({out.agnostic, out.class_map}, 1) : out.class_map;
     out.reconstruction = decoder->forward(z);
   }
@@ -76,8 +78,10 @@ PairOutput NordFImpl::forward(const torch::Tensor& x1, const torch::Tensor& x2, 
     out.dissimilarity = similarity->score(out.all.agnostic.narrow(0, 0, n), out.all.agnostic.narrow(0, n, n));
   out.logits1 = out.all.logits.narrow(0, 0, n);
   out.logits2 = out.all.logits.narrow(0, n, n);
-  out.recon1 = out.all.reconstruction.narrow(0, 0, n);
-  out.recon2 = out.all.reconstruction.narrow(0, n, n);
+  if (out.all.reconstruction.defined()) {
+    out.recon1 = out.all.reconstruction.narrow(0, 0, n);
+    out.recon2 = out.all.reconstruction.narrow(0, n, n);
+  }
   return out;
 }
 

@@ -38,6 +38,9 @@ struct NordFOptions {
   /// false builds the "without GRL" ablation: no similarity branch, and the decoder sees only the
   /// classification map.
   TORCH_ARG(bool, use_similarity) = true;
+  /// false builds no decoder (a cross-entropy-only or similarity-only network); reconstructions
+  /// are then never computed.
+  TORCH_ARG(bool, use_reconstruction) = true;
 };
 
 /// Per-image outputs; batched over whatever was passed in.
@@ -47,7 +50,7 @@ struct ImageOutput {
   torch::Tensor class_map;       ///< N×C×h×w classification ConvBlock output.
   torch::Tensor embedding;       ///< N×hidden penultimate classification features.
   torch::Tensor logits;          ///< N×K.
-  torch::Tensor reconstruction;  ///< N×3×S×S in [0, 1] (undefined if not requested).
+  torch::Tensor reconstruction;  ///< N×3×S×S in [0, 1] (undefined if not requested or without a decoder).
 };
 
 /// Output of a forward pass on a pair batch (x₁, x₂), N pairs. Per-image tensors of the two
@@ -55,12 +58,13 @@ struct ImageOutput {
 struct PairOutput {
   torch::Tensor dissimilarity;  ///< N values in [0, 1]; label 1 = different classes. Undefined without the branch.
   torch::Tensor logits1, logits2;
-  torch::Tensor recon1, recon2;
+  torch::Tensor recon1, recon2;  ///< undefined without a decoder
   ImageOutput all;  ///< the 2N-batched outputs (features for OOD scoring).
 };
 
 /// NORD-F: shared backbone → channel adapter → {similarity (GRL), classification, reconstruction}.
-/// Submodules: `backbone`, `adapter`, `similarity` (if enabled), `classifier`, `decoder`.
+/// Submodules: `backbone`, `adapter`, `similarity` (if enabled), `classifier`, `decoder` (if
+/// enabled).
 class NordFImpl : public torch::nn::Module {
  public:
   /// Builds the backbone from the registry by `options.backbone()`.
@@ -72,7 +76,8 @@ class NordFImpl : public torch::nn::Module {
   /// `grl_weight` scales the reversed gradient of the similarity branch.
   PairOutput forward(const torch::Tensor& x1, const torch::Tensor& x2, double grl_weight = 1.0);
 
-  /// Single-image forward for evaluation, OOD scoring and saliency.
+  /// Single-image forward for evaluation, OOD scoring and saliency. `with_reconstruction` runs the
+  /// decoder (if the model has one).
   ImageOutput encode(const torch::Tensor& images, bool with_reconstruction = false, double grl_weight = 1.0);
 
   /// Side of the reconstruction.
@@ -80,6 +85,7 @@ class NordFImpl : public torch::nn::Module {
   /// Side of the feature map (image_size / 32).
   int64_t feature_size() const { return options.image_size() / 32; }
   bool has_similarity() const { return !similarity.is_empty(); }
+  bool has_reconstruction() const { return !decoder.is_empty(); }
 
   NordFOptions options;
   std::shared_ptr<Backbone> backbone;

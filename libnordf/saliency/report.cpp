@@ -78,7 +78,7 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
     std::vector<std::pair<std::string, std::shared_ptr<Target>>> t{
         {"classification", class_target(m, predicted, false, layer)}};
     if (m->has_similarity()) t.emplace_back("similarity", dissimilarity_target(m, partners, layer));
-    t.emplace_back("reconstruction", reconstruction_target(m, targets.to(device), layer));
+    if (m->has_reconstruction()) t.emplace_back("reconstruction", reconstruction_target(m, targets.to(device), layer));
     return t;
   };
   auto trained_targets = targets_for(model);

@@ -75,7 +75,8 @@ struct Report {
 /// Explains `images` (N×3×S×S normalised, N even: images 2k and 2k+1 form a pair for the
 /// similarity branch) with every method for: the classification branch (predicted class logit),
 /// the similarity branch (the pair's dissimilarity, one map per image with its partner held
-/// fixed) and the reconstruction error against `targets` (N×3×R×R in [0, 1]). Writes into `dir`:
+/// fixed) and the reconstruction error against `targets` (N×3×R×R in [0, 1]); a branch the model
+/// lacks is left out. Writes into `dir`:
 /// `<branch>/<method>-<i>.png` overlays on the un-normalised image, `<branch>-montage.png`
 /// (rows: images; columns: the image, then one overlay per method) and `metrics.json`
 /// (deletion/insertion AUC, randomisation correlation and, with foreground masks, background mass

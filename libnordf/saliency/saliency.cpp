@@ -113,7 +113,9 @@ class DissimilarityTarget : public ModelTarget {
 class ReconTarget : public ModelTarget {
  public:
   ReconTarget(NordF model, torch::Tensor target, int64_t layer)
-      : ModelTarget(std::move(model), layer, "reconstruction_target"), target_(std::move(target)) {}
+      : ModelTarget(std::move(model), layer, "reconstruction_target"), target_(std::move(target)) {
+    if (!model_->has_reconstruction()) throw std::invalid_argument("reconstruction_target: the model has no decoder");
+  }
 
  protected:
   torch::Tensor head(const torch::Tensor& f) override {
@@ -228,9 +230,13 @@ class GradCam : public Method {
     if (!pp_) {
       w = g.mean({2, 3}, true);
     } else {
-      auto g2 = g.pow(2), g3 = g.pow(3);
-      auto denom = 2 * g2 + (a * g3).sum({2, 3}, true);
-      auto alpha = g2 / torch::where(denom != 0, denom, torch::ones_like(denom));
+      // Chattopadhyay et al. (2018), eq. 19, with exp(S) as the explained score, as in the
+      // reference implementations (adityac94/Grad_CAM_plus_plus, jacobgil/pytorch-grad-cam):
+      // per position, α_ij = g_ij² / (2g_ij² + (Σ_ab A_ab)·g_ij³); α = 0 where the denominator is 0.
+      auto g2 = g.pow(2), g3 = g2 * g;
+      auto denom = 2 * g2 + a.sum({2, 3}, true) * g3;
+      auto alpha = torch::where(denom != 0, g2 / torch::where(denom != 0, denom, torch::ones_like(denom)),
+                                torch::zeros_like(denom));
       w = (alpha * torch::relu(g)).sum({2, 3}, true);
     }
     auto cam = torch::relu((w * a).sum(1, true)).detach();

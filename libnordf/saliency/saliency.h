@@ -53,7 +53,7 @@ std::shared_ptr<Target> class_target(NordF model, torch::Tensor classes, bool pr
 std::shared_ptr<Target> dissimilarity_target(NordF model, torch::Tensor other, int64_t layer = kBranchInput);
 
 /// Reconstruction branch: mean |decoder(x) − target| per image, `target` the un-normalised
-/// N×3×R×R image at the reconstruction size.
+/// N×3×R×R image at the reconstruction size. Throws `std::invalid_argument` without a decoder.
 std::shared_ptr<Target> reconstruction_target(NordF model, torch::Tensor target, int64_t layer = kBranchInput);
 
 /// A Grad-CAM layer with a usable resolution: kBranchInput when the adapted features are at
@@ -93,8 +93,9 @@ using MethodFactory = std::function<std::shared_ptr<Method>(const MethodOptions&
 ///  - "integrated_gradients": Σ_c (x − x̄)_c · ∫₀¹ ∂f/∂x_c(x̄ + α(x − x̄)) dα (Sundararajan et al., 2017),
 ///                       signed, so Σ map ≈ f(x) − f(x̄) (completeness)
 ///  - "gradcam":         ReLU(Σ_k α_k A_k), α_k = mean_hw ∂f/∂A_k, upsampled (Selvaraju et al., 2017)
-///  - "gradcam++":       ReLU(Σ_k w_k A_k), w_k = Σ_hw a_k·ReLU(∂f/∂A_k),
-///                       a = g² / (2g² + Σ_hw A·g³) (Chattopadhyay et al., 2018)
+///  - "gradcam++":       ReLU(Σ_k w_k A_k), w_k = Σ_ij α_kij·ReLU(g_kij), g = ∂f/∂A, with the
+///                       per-position α_kij = g_kij² / (2g_kij² + (Σ_ab A_kab)·g_kij³) (0 where
+///                       the denominator is 0) (Chattopadhyay et al., 2018, eq. 19)
 /// Throws `std::invalid_argument` listing the known names when `name` is unknown.
 std::shared_ptr<Method> make_method(const std::string& name, const MethodOptions& options = {});
 std::vector<std::string> method_names();

@@ -2,6 +2,7 @@
 #include <libnordf/train/schedule.h>
 #include <libnordf/train/trainer.h>
 
+#include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -129,6 +130,42 @@ std::vector<EpochRecord> history_from_json(const nlohmann::json& arr) {
   return out;
 }
 
+constexpr int64_t kStepFields = 11;
+
+torch::Tensor steps_tensor(const std::vector<StepRecord>& steps) {
+  auto t = torch::empty({static_cast<int64_t>(steps.size()), kStepFields}, torch::kDouble);
+  auto a = t.accessor<double, 2>();
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const auto& r = steps[i];
+    const double v[kStepFields] = {static_cast<double>(r.epoch), static_cast<double>(r.step), r.loss, r.sim, r.cls,
+                                   r.rec, r.grad_norm, r.clipped ? 1.0 : 0.0, r.finite ? 1.0 : 0.0, r.grl_weight, r.lr};
+    for (int64_t k = 0; k < kStepFields; ++k) a[static_cast<int64_t>(i)][k] = v[k];
+  }
+  return t;
+}
+
+std::vector<StepRecord> steps_from_tensor(const torch::Tensor& t) {
+  TORCH_CHECK(t.dim() == 2 && t.size(1) == kStepFields, "checkpoint: malformed step records ", t.sizes());
+  auto c = t.to(torch::kCPU, torch::kDouble).contiguous();
+  auto a = c.accessor<double, 2>();
+  std::vector<StepRecord> out(static_cast<size_t>(c.size(0)));
+  for (int64_t i = 0; i < c.size(0); ++i) {
+    auto& r = out[static_cast<size_t>(i)];
+    r.epoch = static_cast<int64_t>(a[i][0]);
+    r.step = static_cast<int64_t>(a[i][1]);
+    r.loss = a[i][2];
+    r.sim = a[i][3];
+    r.cls = a[i][4];
+    r.rec = a[i][5];
+    r.grad_norm = a[i][6];
+    r.clipped = a[i][7] != 0;
+    r.finite = a[i][8] != 0;
+    r.grl_weight = a[i][9];
+    r.lr = a[i][10];
+  }
+  return out;
+}
+
 torch::serialize::InputArchive open_checkpoint(const std::string& path, torch::Device device) {
   if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
   torch::serialize::InputArchive archive;
@@ -162,10 +199,14 @@ Trainer::Trainer(NordF model, std::shared_ptr<ReconstructionLoss> recon_loss, st
       train_(std::move(train)),
       val_(std::move(val)),
       options_(std::move(options)),
-      loss_(options_.loss_weights, recon_loss_) {
+      loss_(options_.loss_weights, recon_loss_, options_.sim_eps) {
   if (!train_) throw std::invalid_argument("Trainer: no training loader");
   if (options_.epochs <= 0) throw std::invalid_argument("Trainer: epochs must be positive");
   if (options_.out_dir.empty()) throw std::invalid_argument("Trainer: out_dir is empty");
+  if (!(options_.grad_clip_norm >= 0)) throw std::invalid_argument("Trainer: grad_clip_norm must be ≥ 0");
+  if (options_.max_nonfinite_steps < 0) throw std::invalid_argument("Trainer: max_nonfinite_steps must be ≥ 0");
+  if (!(options_.warmup_epochs >= 0) || options_.warmup_epochs >= static_cast<double>(options_.epochs))
+    throw std::invalid_argument("Trainer: warmup_epochs must be in [0, epochs)");
   model_->to(options_.device);
   recon_loss_->to(options_.device);
   std::vector<torch::Tensor> params;
@@ -182,6 +223,66 @@ double Trainer::progress(int64_t epoch, int64_t step) const {
   const double per_epoch = static_cast<double>(train_->num_batches());
   return (static_cast<double>(epoch) * per_epoch + static_cast<double>(step)) /
          (static_cast<double>(options_.epochs) * per_epoch);
+}
+
+double Trainer::learning_rate(int64_t epoch, int64_t step) const {
+  const double per_epoch = static_cast<double>(train_->num_batches());
+  const double t = static_cast<double>(epoch) * per_epoch + static_cast<double>(step);
+  const double total = static_cast<double>(options_.epochs) * per_epoch;
+  const double warm = options_.warmup_epochs * per_epoch;
+  if (warm <= 0) return lr_at(options_.lr_schedule, options_.lr, t / total);
+  if (t < warm) return options_.lr * std::min(1.0, (t + 1) / warm);
+  return lr_at(options_.lr_schedule, options_.lr, (t - warm) / std::max(1.0, total - warm));
+}
+
+void Trainer::apply_step(const LossTerms& terms, StepRecord& rec, int64_t epoch, int64_t step, const double* sums) {
+  rec.loss = terms.total.item<double>();
+  rec.sim = terms.sim.item<double>();
+  rec.cls = terms.cls.item<double>();
+  rec.rec = terms.rec.item<double>();
+  optimizer_->zero_grad();
+  rec.finite = std::isfinite(rec.loss);
+  rec.grad_norm = std::numeric_limits<double>::quiet_NaN();
+  if (rec.finite) {
+    terms.total.backward();
+    // The global norm, as torch.nn.utils.clip_grad_norm_; a NaN or inf anywhere makes it non-finite.
+    std::vector<torch::Tensor> norms;
+    for (const auto& group : optimizer_->param_groups())
+      for (const auto& p : group.params())
+        if (p.grad().defined()) norms.push_back(p.grad().norm());
+    rec.grad_norm = norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+    rec.finite = std::isfinite(rec.grad_norm);
+  }
+  if (rec.finite) {
+    const double coef = options_.grad_clip_norm / (rec.grad_norm + 1e-6);
+    if (options_.grad_clip_norm > 0 && coef < 1) {
+      rec.clipped = true;
+      torch::NoGradGuard no_grad;
+      for (const auto& group : optimizer_->param_groups())
+        for (const auto& p : group.params())
+          if (p.grad().defined()) p.grad().mul_(coef);
+    }
+    optimizer_->step();
+    return;
+  }
+  // Nothing of this step reaches the weights or the optimiser's moments.
+  optimizer_->zero_grad();
+  int64_t nonfinite = 1;
+  for (const auto& r : steps_) nonfinite += r.finite ? 0 : 1;
+  if (nonfinite <= options_.max_nonfinite_steps) return;
+  const auto path = save_checkpoint("latest.pt", epoch, step, sums);
+  steps_.push_back(rec);
+  write_steps();
+  steps_.pop_back();
+  const auto shown = [](double x) { return std::isnan(x) ? std::string("nan") : fmt::format("{}", x); };
+  const std::string what = !std::isfinite(rec.loss) ? "loss is " + shown(rec.loss) : "gradient norm is " + shown(rec.grad_norm);
+  throw TrainingDiverged(
+      fmt::format("training diverged at epoch {} step {}: {} ({} non-finite step{}, {} allowed by "
+                  "train.max_nonfinite_steps). The last good state is in {}; resume from it with a lower "
+                  "train.lr (for example {:g}) or another run.seed (nordf-basic --resume {} --lr {:g})",
+                  epoch + 1, step + 1, what, nonfinite, nonfinite == 1 ? "" : "s", options_.max_nonfinite_steps, path,
+                  options_.lr / 10, options_.out_dir, options_.lr / 10),
+      path);
 }
 
 void Trainer::run_phase(bool train, int64_t epoch, PhaseStats& stats, double* sums, int64_t first_step, bool& stopped) {
@@ -203,25 +304,26 @@ void Trainer::run_phase(bool train, int64_t epoch, PhaseStats& stats, double* su
     const int64_t n = x1.size(0);
     LossTerms terms;
     PairOutput out;
+    bool finite = true;
     if (train) {
-      const double p = progress(epoch, step);
-      const double w = options_.grl.value(p, epoch);
-      for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr_at(options_.lr_schedule, options_.lr, p));
+      StepRecord rec;
+      rec.epoch = epoch + 1;
+      rec.step = step + 1;
+      rec.grl_weight = options_.grl.value(progress(epoch, step), epoch);
+      rec.lr = learning_rate(epoch, step);
+      for (auto& group : optimizer_->param_groups()) group.options().set_lr(rec.lr);
       torch::manual_seed(mix_seed(options_.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(step)));
-      out = model_->forward(x1, x2, w);
+      out = model_->forward(x1, x2, rec.grl_weight);
       terms = loss_(out, targets);
-      TORCH_CHECK(std::isfinite(terms.total.item<double>()), "training diverged: loss is ", terms.total.item<double>(),
-                  " at epoch ", epoch + 1, " step ", step + 1);
-      optimizer_->zero_grad();
-      terms.total.backward();
-      if (options_.grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.grad_clip_norm);
-      optimizer_->step();
+      apply_step(terms, rec, epoch, step, sums);
+      steps_.push_back(rec);
+      finite = rec.finite;
     } else {
       c10::InferenceMode guard;
       out = model_->forward(x1, x2, 0.0);
       terms = loss_(out, targets);
     }
-    {
+    if (finite) {  // a skipped non-finite step would poison the epoch's means
       torch::NoGradGuard no_grad;
       const double nd = static_cast<double>(n);
       sums[kTotal] += terms.total.item<double>() * nd;
@@ -250,6 +352,7 @@ void Trainer::run_phase(bool train, int64_t epoch, PhaseStats& stats, double* su
     }
     if (train && options_.stop && options_.stop->load()) {
       save_checkpoint("latest.pt", epoch, step + 1, sums);
+      write_steps();
       stopped = true;
       return;
     }
@@ -271,6 +374,7 @@ std::string Trainer::save_checkpoint(const std::string& name, int64_t epoch, int
   archive.write("config", c10::IValue(options_.config_json));
   archive.write("history", c10::IValue(history_json(history_).dump()));
   archive.write("sums", torch::from_blob(const_cast<double*>(sums), {kNumSums}, torch::kDouble).clone());
+  archive.write("steps", steps_tensor(steps_));
   archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
   const std::string path = (std::filesystem::path(options_.out_dir) / "checkpoints" / name).string();
   write_file_atomic(path, [&](std::ostream& out) { archive.save_to(out); });
@@ -280,6 +384,17 @@ std::string Trainer::save_checkpoint(const std::string& name, int64_t epoch, int
 void Trainer::write_history() const {
   write_file_atomic((std::filesystem::path(options_.out_dir) / "history.json").string(),
                     history_json(history_).dump(2) + "\n");
+}
+
+void Trainer::write_steps() const {
+  write_file_atomic((std::filesystem::path(options_.out_dir) / "steps.csv").string(), [&](std::ostream& out) {
+    out << "epoch,step,loss,sim_loss,cls_loss,rec_loss,grad_norm,clipped,finite,grl_weight,lr\n";
+    out.precision(9);
+    for (const auto& r : steps_)
+      out << r.epoch << ',' << r.step << ',' << r.loss << ',' << r.sim << ',' << r.cls << ',' << r.rec << ','
+          << r.grad_norm << ',' << (r.clipped ? 1 : 0) << ',' << (r.finite ? 1 : 0) << ',' << r.grl_weight << ','
+          << r.lr << '\n';
+  });
 }
 
 void Trainer::resume(const std::string& path) {
@@ -301,6 +416,8 @@ void Trainer::resume(const std::string& path) {
   start_step_ = step.toInt();
   auto s = sums.to(torch::kCPU).contiguous();
   resume_sums_.assign(s.data_ptr<double>(), s.data_ptr<double>() + kNumSums);
+  torch::Tensor steps;
+  steps_ = archive.try_read("steps", steps) ? steps_from_tensor(steps) : std::vector<StepRecord>{};
   history_ = history_from_json(nlohmann::json::parse(history.toStringRef()));
 }
 
@@ -332,10 +449,11 @@ FitResult Trainer::fit() {
       run_phase(false, epoch, rec.val, vs, 0, unused);
     }
     rec.grl_weight = options_.grl.value(progress(epoch, train_->num_batches() - 1), epoch);
-    rec.lr = lr_at(options_.lr_schedule, options_.lr, progress(epoch, train_->num_batches() - 1));
+    rec.lr = learning_rate(epoch, train_->num_batches() - 1);
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     history_.push_back(rec);
     write_history();
+    write_steps();
     const double zero[kNumSums] = {0};
     const bool last = epoch + 1 == options_.epochs;
     if (last || (options_.checkpoint_every > 0 && (epoch + 1) % options_.checkpoint_every == 0)) {
@@ -354,6 +472,38 @@ FitResult Trainer::fit() {
   }
   resume_sums_.clear();
   return result;
+}
+
+Stability stability(const std::vector<StepRecord>& steps) {
+  Stability st;
+  st.steps = static_cast<int64_t>(steps.size());
+  std::vector<double> window, norms;  // the previous (up to) 50 finite losses
+  for (const auto& r : steps) {
+    if (!r.finite) {
+      ++st.nonfinite_steps;
+      continue;
+    }
+    st.clipped_steps += r.clipped ? 1 : 0;
+    norms.push_back(r.grad_norm);
+    if (window.size() >= 10) {
+      auto sorted = window;
+      auto mid = sorted.begin() + static_cast<long>(sorted.size() / 2);
+      std::nth_element(sorted.begin(), mid, sorted.end());
+      double median = *mid;
+      if (sorted.size() % 2 == 0) median = 0.5 * (median + *std::max_element(sorted.begin(), mid));
+      if (r.loss > 3 * median) ++st.loss_spikes;
+    }
+    window.push_back(r.loss);
+    if (window.size() > 50) window.erase(window.begin());
+  }
+  if (!norms.empty()) {
+    st.max_grad_norm = *std::max_element(norms.begin(), norms.end());
+    auto mid = norms.begin() + static_cast<long>(norms.size() / 2);
+    std::nth_element(norms.begin(), mid, norms.end());
+    st.median_grad_norm = *mid;
+    if (norms.size() % 2 == 0) st.median_grad_norm = 0.5 * (st.median_grad_norm + *std::max_element(norms.begin(), mid));
+  }
+  return st;
 }
 
 std::string checkpoint_config(const std::string& path) {

@@ -3,6 +3,7 @@
 #include <libnordf/saliency/render.h>
 #include <libnordf/saliency/report.h>
 #include <libnordf/saliency/saliency.h>
+#include <libnordf/weights/weights.h>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -16,17 +17,7 @@
 namespace {
 
 nordf::NordF tiny_model(nordf::Norm norm = nordf::Norm::kGroup) {
-  torch::manual_seed(4);
-  nordf::NordF m(nordf::NordFOptions()
-                     .norm(norm)
-                     .backbone("convnextv2_atto")
-                     .image_size(32)
-                     .num_classes(3)
-                     .channels(16)
-                     .classifier_hidden({8})
-                     .recon_size(16)
-                     .decoder_width(16)
-                     .decoder_blocks(1));
+  auto m = nordf_test::fixture_model(3, 4, nordf_test::fixture_options().norm(norm));
   m->eval();
   return m;
 }
@@ -57,19 +48,19 @@ TEST_CASE("saliency registry", "[saliency]") {
 
 TEST_CASE("integrated gradients are complete: the map sums to f(x) − f(baseline)", "[saliency]") {
   auto model = tiny_model();
-  // LayerNorm for the similarity branch: with 16 channels at 1×1, GroupNorm's groups hold a
-  // single value each and normalise it to exactly 0, leaving the embedding as rounding noise.
-  auto layer_model = tiny_model(nordf::Norm::kLayer);
   torch::manual_seed(9);
   auto x = torch::randn({2, 3, 32, 32});
   // The class logit, and the pair dissimilarity (partner held fixed): the branch's gradient
   // reversal must not flip the sign of the attribution.
   std::vector<std::pair<std::string, std::shared_ptr<nordf::saliency::Target>>> targets = {
       {"class", nordf::saliency::class_target(model, 1)},
-      {"dissimilarity", nordf::saliency::dissimilarity_target(layer_model, x.flip(0))}};
+      {"dissimilarity", nordf::saliency::dissimilarity_target(model, x.flip(0))}};
+  // The random-init network wiggles along the path: 128 steps leave errors of up to 14 %; 1024
+  // steps are within 0.8 % (measured for the class target: 0.0288612 vs f(x) − f(x̄) = 0.0286457),
+  // 2048 within 0.04 %.
   nordf::saliency::MethodOptions o;
-  o.ig_steps = 128;
-  o.ig_batch = 24;  // not a divisor of 129 points: the last pass is partial
+  o.ig_steps = 1024;
+  o.ig_batch = 96;  // not a divisor of 1025 points: the last pass is partial
   auto black = torch::tensor({-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225}).view({1, 3, 1, 1}).expand_as(x).contiguous();
   for (auto& kv : targets) {
     auto& target = *kv.second;
@@ -80,7 +71,8 @@ TEST_CASE("integrated gradients are complete: the map sums to f(x) − f(baselin
     for (int64_t i = 0; i < 2; ++i) {
       const double sum = map[i].sum().item<double>(), d = delta[i].item<double>();
       INFO(kv.first << ": sum " << sum << " vs f(x) − f(x̄) " << d);
-      CHECK(std::abs(sum - d) <= 0.01 * std::abs(d) + 1e-6);
+      REQUIRE(std::abs(d) > 1e-3);  // a real change of the explained value, not two rounding errors
+      CHECK(std::abs(sum - d) <= 0.015 * std::abs(d));
     }
   }
 }
@@ -280,9 +272,18 @@ TEST_CASE("model randomisation lowers the rank correlation of a trained toy mode
   auto t_random = nordf::saliency::class_target(randomised, -1);
   auto method = nordf::saliency::make_method("gradient");
   auto probe = x.narrow(0, 0, 6);
-  const double same = nordf::saliency::randomisation_correlation(*method, *t_trained, *t_trained, probe);
+  // Positive control: a copy of the trained model with its weights perturbed by 0.01 % keeps its maps.
+  auto nearby = make(5);
+  {
+    torch::NoGradGuard g;
+    auto src = trained->named_parameters();
+    for (auto& kv : nearby->named_parameters()) kv.value().copy_(src[kv.key()] * (1 + 1e-4 * torch::randn_like(src[kv.key()])));
+  }
+  nearby->eval();
+  auto t_nearby = nordf::saliency::class_target(nearby, -1);
+  const double close = nordf::saliency::randomisation_correlation(*method, *t_trained, *t_nearby, probe);
   const double rnd = nordf::saliency::randomisation_correlation(*method, *t_trained, *t_random, probe);
-  CHECK(same == Approx(1.0).margin(1e-6));
+  CHECK(close > 0.9);
   CHECK(rnd < 0.8);
 }
 
@@ -365,8 +366,10 @@ TEST_CASE("the saliency report writes overlays, montages and metrics for both br
   CHECK(masked.background_area == Approx(0.5));
   for (const auto& branch : masked.scores) {
     INFO(branch.first);
-    const auto& maps = masked.maps.at(branch.first).at("gradient");
-    const double expected = nordf::saliency::mass_fraction(maps, o.foreground == 0);
+    // Recomputed here: per image, |map| on the background rows over all |map|, averaged.
+    auto a = masked.maps.at(branch.first).at("gradient").abs().to(torch::kDouble);
+    auto background = a.narrow(2, 0, 8).sum({1, 2, 3}) + a.narrow(2, 24, 8).sum({1, 2, 3});
+    const double expected = (background / a.sum({1, 2, 3})).mean().item<double>();
     CHECK(branch.second.at("gradient").background_mass == Approx(expected));
     CHECK(expected > 0.0);
     CHECK(expected < 1.0);
@@ -405,4 +408,36 @@ TEST_CASE("the saliency report writes overlays, montages and metrics for both br
   REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, images, targets, dir, o), Catch::Contains("labels"));
   REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, torch::randn({3, 3, 32, 32}), targets, dir, o),
                       Catch::Contains("even"));
+}
+
+TEST_CASE("Grad-CAM++ equals the reference formula on the same activations and gradients", "[saliency][oracle]") {
+  // A target whose features are at input resolution (so the map needs no upsampling), non-negative
+  // like post-ReLU activations, and a non-linear head, so the gradients vary in sign and size over
+  // positions and channels. tests/saliency/oracle_gradcampp.py computes the map from A and G as
+  // pytorch-grad-cam does; the old per-channel denominator 2g² + Σ(A·g³) disagrees with it.
+  struct Target : nordf::saliency::Target {
+    torch::Tensor weight = torch::randn({6, 3, 3, 3}), mix = torch::randn({6});
+    torch::Tensor features(const torch::Tensor& x) override {
+      return torch::relu(torch::conv2d(x, weight, {}, 1, 1));
+    }
+    torch::Tensor from_features(const torch::Tensor& a) override {
+      return (torch::tanh(a - 0.5) * mix.view({1, 6, 1, 1})).sum({1, 2, 3}) + (a * a).mean({1, 2, 3});
+    }
+  };
+  torch::manual_seed(12);
+  Target target;
+  auto x = torch::randn({3, 3, 10, 10});
+  auto cam = nordf::saliency::make_method("gradcam++")->explain(target, x);
+  // The same A and G as the method sees.
+  auto a = target.features(x).detach().requires_grad_(true);
+  auto g = torch::autograd::grad({target.from_features(a).sum()}, {a})[0];
+  REQUIRE((g > 0).any().item<bool>());
+  REQUIRE((g < 0).any().item<bool>());
+  const auto dir = nordf_test::work_dir("gradcampp_oracle");
+  nordf_test::write_safetensors(dir + "/inputs.safetensors", {{"activations", a.detach()}, {"gradients", g}});
+  nordf_test::run_oracle("saliency/oracle_gradcampp.py", dir);
+  auto expected = nordf::read_state_dict(dir + "/expected.safetensors").at("cam");
+  REQUIRE(expected.sizes() == cam.sizes());
+  CHECK(expected.max().item<double>() > 0);
+  CHECK(nordf_test::max_abs_diff(cam.to(torch::kDouble), expected) <= 1e-4 * expected.abs().max().item<double>());
 }

@@ -4,7 +4,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
 
 #include "test_util.h"
 
@@ -18,18 +22,25 @@ std::shared_ptr<nordf::ImageDataset> toy_data(int n, uint64_t seed) {
 }
 
 nordf::NordF tiny_model() {
-  torch::manual_seed(11);
-  return nordf::NordF(nordf::NordFOptions()
-                          .backbone("convnextv2_atto")
-                          .image_size(32)
-                          .num_classes(3)
-                          .channels(16)
-                          .classifier_hidden({16})
-                          .recon_size(16)
-                          .decoder_width(16)
-                          .decoder_blocks(1)
-                          .backbone_options(nordf::BackboneOptions().drop_path_rate(0.1)));
+  // The shared fixture with stochastic depth, so that a resume which lost its RNG state differs.
+  return nordf_test::fixture_model(
+      3, 11, nordf_test::fixture_options().classifier_hidden({16}).backbone_options(nordf::BackboneOptions().drop_path_rate(0.1)));
 }
+
+/// A reconstruction loss that is L1 on the forward pass, and whose gradient is NaN on the
+/// training call number `bad` (1-based): 0·√(0·Σŷ) is 0, but its derivative is 0·∞.
+class NanGradientLoss : public nordf::ReconstructionLoss {
+ public:
+  explicit NanGradientLoss(int bad) : bad_(bad) {}
+  torch::Tensor forward(const torch::Tensor& prediction, const torch::Tensor& target) override {
+    auto loss = (prediction - target).abs().mean();
+    if (prediction.requires_grad() && ++calls_ == bad_) loss = loss + 0 * torch::sqrt(prediction.sum() * 0);
+    return loss;
+  }
+
+ private:
+  int bad_, calls_ = 0;
+};
 
 struct Setup {
   std::shared_ptr<nordf::PairLoader> train, val;
@@ -94,9 +105,21 @@ TEST_CASE("training writes history, config and atomic checkpoints of every modul
   CHECK(h.train.pairs == 24);
   CHECK(h.val.pairs == 9);
   CHECK(std::isfinite(h.train.total));
-  CHECK(h.train.cls_accuracy >= 0);
   CHECK(std::isfinite(h.val.sim_accuracy));
   CHECK(fs::exists(out + "/history.json"));
+  // One line per training step in steps.csv: 2 epochs of 24 pairs in batches of 4.
+  REQUIRE(trainer.steps().size() == 12);
+  CHECK(trainer.steps().back().epoch == 2);
+  CHECK(trainer.steps().back().step == 6);
+  {
+    std::ifstream csv(out + "/steps.csv");
+    std::string line;
+    std::getline(csv, line);
+    CHECK(line == "epoch,step,loss,sim_loss,cls_loss,rec_loss,grad_norm,clipped,finite,grl_weight,lr");
+    int lines = 0;
+    while (std::getline(csv, line)) ++lines;
+    CHECK(lines == 12);
+  }
   CHECK(nordf::read_file(out + "/config.json").find("\"test\": true") != std::string::npos);
   CHECK(fs::exists(out + "/checkpoints/epoch-0001.pt"));
   CHECK(fs::exists(out + "/checkpoints/epoch-0002.pt"));
@@ -214,4 +237,136 @@ TEST_CASE("classification accuracy counts the predictions that match the labels"
   for (int i : {1, 4, 9}) labels[static_cast<size_t>(i)] = (labels[static_cast<size_t>(i)] + 1) % 3;
   nordf::ImageLoader loader(std::make_shared<nordf::TensorImageDataset>("toy", images, labels), lo);
   CHECK(nordf::classification_accuracy(model, loader) == Approx(0.7));
+}
+
+TEST_CASE("a non-finite gradient stops training before the optimiser touches the weights", "[train]") {
+  const auto out = nordf_test::work_dir("train_nan");
+  auto s = setup(out, 2);
+  auto model = tiny_model();
+  std::map<std::string, torch::Tensor> before;  // the weights after step 2, the last good step
+  s.options.on_progress = [&](const nordf::TrainProgress& p) {
+    if (p.phase == "train" && p.epoch == 1 && p.step == 2)
+      for (auto& kv : model->named_parameters()) before[kv.key()] = kv.value().detach().clone();
+  };
+  nordf::Trainer trainer(model, std::make_shared<NanGradientLoss>(3), s.train, s.val, s.options);
+  try {
+    trainer.fit();
+    FAIL("training went on past a NaN gradient");
+  } catch (const nordf::TrainingDiverged& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("epoch 1 step 3") && Catch::Contains("gradient norm is nan") &&
+                         Catch::Contains("lower train.lr") && Catch::Contains("--resume " + out));
+    CHECK(e.checkpoint() == out + "/checkpoints/latest.pt");
+  }
+  REQUIRE(before.size() == model->named_parameters().size());
+  for (auto& kv : model->named_parameters()) {
+    INFO(kv.key());
+    CHECK(torch::equal(kv.value(), before[kv.key()]));
+  }
+  // The checkpoint holds that state, positioned at the failed step; resuming with a loss whose
+  // gradient is finite finishes the run.
+  auto restored = tiny_model();
+  nordf::load_checkpoint_model(restored, out + "/checkpoints/latest.pt");
+  for (auto& kv : restored->named_parameters()) CHECK(torch::equal(kv.value(), before[kv.key()]));
+  s.options.on_progress = nullptr;
+  s.options.lr = 1e-4;
+  nordf::Trainer again(restored, nordf::make_recon_loss("l1"), s.train, s.val, s.options);
+  again.resume(out + "/checkpoints/latest.pt");
+  CHECK(again.steps().size() == 2);
+  again.fit();
+  CHECK(again.history().size() == 2);
+  for (const auto& r : again.steps()) CHECK(r.finite);
+}
+
+TEST_CASE("non-finite steps within max_nonfinite_steps are skipped and recorded", "[train]") {
+  const auto out = nordf_test::work_dir("train_nan_skip");
+  auto s = setup(out, 1);
+  s.options.max_nonfinite_steps = 1;
+  auto model = tiny_model();
+  nordf::Trainer trainer(model, std::make_shared<NanGradientLoss>(2), s.train, s.val, s.options);
+  trainer.fit();
+  REQUIRE(trainer.steps().size() == 6);
+  CHECK_FALSE(trainer.steps()[1].finite);
+  CHECK(std::isnan(trainer.steps()[1].grad_norm));
+  for (size_t i : {0, 2, 3, 4, 5}) CHECK(trainer.steps()[i].finite);
+  for (auto& p : model->parameters()) CHECK(torch::isfinite(p).all().item<bool>());
+  CHECK(nordf::stability(trainer.steps()).nonfinite_steps == 1);
+  // The epoch's means leave the skipped step out: 5 batches of 4 pairs.
+  CHECK(trainer.history()[0].train.pairs == 20);
+}
+
+TEST_CASE("a non-finite loss is never applied either", "[train]") {
+  const auto out = nordf_test::work_dir("train_nan_loss");
+  auto s = setup(out, 1);
+  s.options.loss_weights.rec = std::numeric_limits<double>::infinity();
+  auto model = tiny_model();
+  auto initial = model->named_parameters();
+  std::map<std::string, torch::Tensor> copy;
+  for (auto& kv : initial) copy[kv.key()] = kv.value().detach().clone();
+  nordf::Trainer trainer(model, nordf::make_recon_loss("l1"), s.train, s.val, s.options);
+  REQUIRE_THROWS_WITH(trainer.fit(), Catch::Contains("epoch 1 step 1: loss is inf"));
+  for (auto& kv : model->named_parameters()) CHECK(torch::equal(kv.value(), copy[kv.key()]));
+}
+
+TEST_CASE("gradient clipping is recorded per step and follows grad_clip_norm", "[train]") {
+  const auto out = nordf_test::work_dir("train_clip");
+  auto s = setup(out, 1);
+  s.options.grad_clip_norm = 1e-3;  // below any real gradient norm
+  auto model = tiny_model();
+  nordf::Trainer trainer(model, nordf::make_recon_loss("l1"), s.train, s.val, s.options);
+  trainer.fit();
+  for (const auto& r : trainer.steps()) {
+    CHECK(r.clipped);
+    CHECK(r.grad_norm > 1e-3);
+  }
+  const auto out2 = nordf_test::work_dir("train_noclip");
+  auto s2 = setup(out2, 1);
+  s2.options.grad_clip_norm = 0;
+  auto model2 = tiny_model();
+  nordf::Trainer unclipped(model2, nordf::make_recon_loss("l1"), s2.train, s2.val, s2.options);
+  unclipped.fit();
+  for (const auto& r : unclipped.steps()) CHECK_FALSE(r.clipped);
+  // The first step starts from the same weights and batch, so it sees the same gradient.
+  CHECK(unclipped.steps()[0].grad_norm == Approx(trainer.steps()[0].grad_norm).epsilon(1e-5));
+}
+
+TEST_CASE("learning-rate warm-up ramps linearly, then the schedule runs over the rest", "[train]") {
+  const auto out = nordf_test::work_dir("train_warmup");
+  auto s = setup(out, 2);
+  s.options.warmup_epochs = 1;
+  s.options.lr = 1e-3;
+  auto model = tiny_model();
+  nordf::Trainer trainer(model, nordf::make_recon_loss("l1"), s.train, s.val, s.options);
+  trainer.fit();
+  const auto& st = trainer.steps();
+  REQUIRE(st.size() == 12);
+  for (size_t i = 0; i < 6; ++i) CHECK(st[i].lr == Approx(1e-3 * static_cast<double>(i + 1) / 6));
+  CHECK(st[6].lr == Approx(1e-3));  // cosine over the last 6 steps starts at the base rate
+  CHECK(st[11].lr == Approx(1e-3 * 0.5 * (1 + std::cos(M_PI * 5.0 / 6.0))));
+  s.options.warmup_epochs = 2;
+  REQUIRE_THROWS_WITH(nordf::Trainer(model, nordf::make_recon_loss("l1"), s.train, s.val, s.options),
+                      Catch::Contains("warmup_epochs"));
+}
+
+TEST_CASE("stability counts loss spikes against the running median, clipped and non-finite steps", "[train]") {
+  std::vector<nordf::StepRecord> steps;
+  for (int i = 0; i < 30; ++i) {
+    nordf::StepRecord r;
+    r.loss = 1.0 + 0.01 * (i % 3);
+    r.grad_norm = 2.0 + i;
+    r.clipped = i % 10 == 0;
+    steps.push_back(r);
+  }
+  steps[5].loss = 10;   // too early: fewer than 10 earlier steps
+  steps[20].loss = 3.5; // 3.5 > 3 × median (≈ 1.01): a spike
+  steps[25].loss = 2.9; // not above 3× the median
+  steps[27].finite = false;
+  steps[27].loss = NAN;
+  auto st = nordf::stability(steps);
+  CHECK(st.steps == 30);
+  CHECK(st.loss_spikes == 1);
+  CHECK(st.nonfinite_steps == 1);
+  CHECK(st.clipped_steps == 3);
+  CHECK(st.max_grad_norm == Approx(31.0));
+  CHECK(st.median_grad_norm == Approx(16.0));  // median of 2..31 without 29 (step 27)
 }
