@@ -22,6 +22,7 @@ Inputs extract_inputs(NordF& model, const ImageLoader& loader, torch::Device dev
     in.embedding = out.embedding.to(torch::kCPU);
     if (with_agnostic && out.agnostic.defined()) in.agnostic = out.agnostic.flatten(1).to(torch::kCPU);
     if (with_recon) {
+      TORCH_CHECK(out.reconstruction.defined(), "extract_inputs: the model has no decoder");
       TORCH_CHECK(batch->targets.defined(), "extract_inputs: the loader produces no reconstruction targets");
       auto target = batch->targets.to(device);
       in.recon_error = (out.reconstruction - target).abs().flatten(1).mean(1).to(torch::kCPU);
@@ -53,6 +54,60 @@ Metrics mean_of(const std::vector<Metrics>& ms) {
   return m;
 }
 
+/// At most `n` rows of `in`, evenly spaced (all of them when there are fewer).
+Inputs evenly_spaced(const Inputs& in, int64_t n) {
+  const int64_t size = in.size();
+  if (size <= n) return in;
+  auto idx = torch::arange(n, torch::kLong).mul(size).div(n, "floor");
+  Inputs out;
+  out.embedding = in.embedding.index_select(0, idx);
+  if (in.agnostic.defined()) out.agnostic = in.agnostic.index_select(0, idx);
+  out.labels = in.labels.index_select(0, idx);
+  out.logits = in.logits.index_select(0, idx);
+  return out;
+}
+
+/// Rows of `x` projected on their first two principal components (zero columns when there are
+/// fewer), each component's sign fixed so that its largest loading is positive.
+std::pair<std::vector<double>, std::vector<double>> pca2(const torch::Tensor& x) {
+  auto c = x.to(torch::kCPU, torch::kDouble);
+  c = c - c.mean(0, true);
+  auto svd = torch::linalg::svd(c, /*full_matrices=*/false, c10::nullopt);
+  auto vh = std::get<2>(svd);
+  const int64_t k = std::min<int64_t>(2, vh.size(0));
+  auto coords = torch::zeros({c.size(0), 2}, torch::kDouble);
+  for (int64_t i = 0; i < k; ++i) {
+    auto v = vh[i];
+    if (v[v.abs().argmax()].item<double>() < 0) v = -v;
+    coords.select(1, i).copy_(c.mv(v));
+  }
+  auto a = coords.accessor<double, 2>();
+  std::vector<double> xs(static_cast<size_t>(coords.size(0))), ys(xs.size());
+  for (int64_t i = 0; i < coords.size(0); ++i) {
+    xs[static_cast<size_t>(i)] = a[i][0];
+    ys[static_cast<size_t>(i)] = a[i][1];
+  }
+  return {xs, ys};
+}
+
+Embedding pca_embedding(const std::vector<Inputs>& sets, const std::vector<std::string>& names) {
+  Embedding e;
+  std::vector<torch::Tensor> cls, sim;
+  for (size_t s = 0; s < sets.size(); ++s) {
+    const auto& in = sets[s];
+    auto labels = in.labels.to(torch::kLong).contiguous();
+    for (int64_t i = 0; i < in.size(); ++i) {
+      e.set.push_back(names[s]);
+      e.label.push_back(labels.data_ptr<int64_t>()[i]);
+    }
+    cls.push_back(in.embedding);
+    if (in.agnostic.defined()) sim.push_back(in.agnostic);
+  }
+  std::tie(e.cls_x, e.cls_y) = pca2(torch::cat(cls));
+  if (sim.size() == sets.size()) std::tie(e.sim_x, e.sim_y) = pca2(torch::cat(sim));
+  return e;
+}
+
 nlohmann::json metrics_json(const Metrics& m) {
   return {{"fpr95", m.fpr95},     {"auroc", m.auroc},       {"aupr_in", m.aupr_in}, {"aupr_out", m.aupr_out},
           {"detection_error", m.detection_error}, {"num_id", m.num_id}, {"num_ood", m.num_ood}};
@@ -61,24 +116,46 @@ nlohmann::json metrics_json(const Metrics& m) {
 }  // namespace
 
 Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions& options) {
-  auto names = options.methods.empty() ? score_names() : options.methods;
-  std::vector<std::shared_ptr<Score>> scores;
-  for (const auto& n : names) scores.push_back(make_score(n, options.score_options));
   if (split.ood.empty()) throw std::invalid_argument("evaluate: the split has no OOD set");
+  Report report;
+  std::vector<std::string> names;
+  std::vector<std::shared_ptr<Score>> scores;
+  for (const auto& n : options.methods.empty() ? score_names() : options.methods) {
+    auto score = make_score(n, options.score_options);
+    const unsigned parts = score->parts();
+    std::string why;
+    if ((parts & kSimilarity) && !model->has_similarity()) why = "the model has no similarity branch";
+    else if ((parts & kReconstruction) && !model->has_reconstruction()) why = "the model has no decoder";
+    else if (parts & options.untrained & kClassifier) why = "the classification branch was not trained (lambda_cls = 0)";
+    else if (parts & options.untrained & kSimilarity) why = "the similarity branch was not trained (lambda_sim = 0)";
+    else if (parts & options.untrained & kReconstruction) why = "the decoder was not trained (lambda_rec = 0)";
+    if (!why.empty()) {
+      report.skipped.emplace_back(n, why);
+      continue;
+    }
+    names.push_back(n);
+    scores.push_back(std::move(score));
+  }
 
   LoaderOptions lo = options.loader;
   lo.augment = false;
   lo.drop_last = false;
-  const bool agnostic = model->has_similarity();
-  bool recon = false;
-  for (const auto& s : scores) recon = recon || s->needs_reconstruction();
+  bool agnostic = model->has_similarity() && options.embedding_points > 0, recon = false, val = false;
+  for (const auto& s : scores) {
+    agnostic = agnostic || (s->parts() & kSimilarity);
+    recon = recon || (s->parts() & kReconstruction);
+    val = val || s->fits_on_validation();
+  }
   ModelAccess access{&model, options.device};
 
-  // Fit on the ID training split.
-  Inputs train = extract_inputs(model, ImageLoader(split.train, lo), options.device, agnostic, recon);
+  // Fit on ID data only: the training split, and the validation split for scores that ask.
+  FitInputs fit;
+  fit.train = extract_inputs(model, ImageLoader(split.train, lo), options.device, agnostic, recon);
+  if (val) fit.val = extract_inputs(model, ImageLoader(split.val, lo), options.device, agnostic, recon);
   for (size_t i = 0; i < scores.size(); ++i) {
-    if (!scores[i]->needs_images()) scores[i]->fit(train, access);
+    if (!scores[i]->needs_images()) scores[i]->fit(fit, access);
   }
+  std::vector<Inputs> sampled;  // embedding points of each evaluated set
 
   // Score every evaluation set; image-based scores (ODIN) run their own pass.
   struct Scored {
@@ -90,10 +167,10 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   std::vector<Scored> sets;
   std::vector<std::pair<std::string, std::shared_ptr<ImageDataset>>> eval_sets{{"id_test", split.test}};
   for (const auto& o : split.ood) eval_sets.emplace_back(o.name, o.data);
-  Report report;
   for (size_t s = 0; s < eval_sets.size(); ++s) {
     ImageLoader loader(eval_sets[s].second, lo);
     Inputs in = extract_inputs(model, loader, options.device, agnostic, recon);
+    if (options.embedding_points > 0) sampled.push_back(evenly_spaced(in, options.embedding_points));
     Scored sc{eval_sets[s].first, s > 0 ? split.ood[s - 1].near : false, s > 0, {}};
     if (s == 0) {
       report.id_accuracy = (in.logits.argmax(1) == in.labels).to(torch::kDouble).mean().item<double>();
@@ -121,6 +198,11 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
     report.ood_sets.push_back(sets[s].name);
     report.ood_near.push_back(sets[s].near);
   }
+  if (!sampled.empty()) {
+    std::vector<std::string> set_names;
+    for (const auto& e : eval_sets) set_names.push_back(e.first);
+    report.embedding = pca_embedding(sampled, set_names);
+  }
   for (size_t m = 0; m < scores.size(); ++m)
     for (const auto& set : sets) report.scores[names[m]][set.name] = set.per_method[m];
   for (size_t m = 0; m < scores.size(); ++m) {
@@ -145,6 +227,14 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
     j["id_accuracy"] = report.id_accuracy;
     j["id_test_size"] = report.id_test_size;
     j["conventions"] = "OpenOOD: OOD is positive, scores are higher for ID; metrics are fractions in [0, 1]";
+    j["id_classes"] = split.class_names;
+    j["sets"] = nlohmann::json::array();
+    for (size_t s = 0; s < sets.size(); ++s)
+      j["sets"].push_back({{"name", sets[s].name},
+                           {"role", s == 0 ? "id" : sets[s].near ? "near" : "far"},
+                           {"size", eval_sets[s].second->size()}});
+    j["skipped"] = nlohmann::json::object();
+    for (const auto& [method, why] : report.skipped) j["skipped"][method] = why;
     for (const auto& r : report.methods) {
       nlohmann::json mj;
       for (const auto& kv : r.splits) mj[kv.first] = metrics_json(kv.second);
@@ -162,6 +252,19 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
           for (size_t i = 0; i < set.per_method[m].size(); ++i)
             out << names[m] << ',' << set.name << ',' << i << ',' << (set.is_ood ? 1 : 0) << ',' << set.per_method[m][i] << '\n';
     });
+    if (!report.embedding.empty()) {
+      const auto& e = report.embedding;
+      write_file_atomic((dir / "embedding.csv").string(), [&](std::ostream& out) {
+        out << "set,label,cls_x,cls_y,sim_x,sim_y\n";
+        out.precision(9);
+        for (size_t i = 0; i < e.set.size(); ++i) {
+          out << e.set[i] << ',' << e.label[i] << ',' << e.cls_x[i] << ',' << e.cls_y[i] << ',';
+          if (!e.sim_x.empty()) out << e.sim_x[i] << ',' << e.sim_y[i];
+          else out << ',';
+          out << '\n';
+        }
+      });
+    }
   }
   return report;
 }

@@ -92,7 +92,8 @@ class Odin : public Score {
 
 class Mahalanobis : public Score {
  public:
-  void fit(const Inputs& train, const ModelAccess&) override {
+  void fit(const FitInputs& id, const ModelAccess&) override {
+    const auto& train = id.train;
     require(train.embedding, "embeddings", "mahalanobis");
     auto h = f64(train.embedding);
     auto y = train.labels.to(torch::kCPU);
@@ -129,7 +130,8 @@ class Mahalanobis : public Score {
 class Knn : public Score {
  public:
   explicit Knn(int64_t k) : k_(k) {}
-  void fit(const Inputs& train, const ModelAccess&) override {
+  void fit(const FitInputs& id, const ModelAccess&) override {
+    const auto& train = id.train;
     require(train.embedding, "embeddings", "knn");
     bank_ = normalize(train.embedding.to(torch::kCPU, torch::kFloat));
     if (k_ < 1 || k_ > bank_.size(0))
@@ -159,6 +161,22 @@ class Knn : public Score {
   torch::Tensor bank_;
 };
 
+/// The p-th percentile of every value of `t`, with numpy's default linear interpolation. Selection
+/// in O(n) on a copy: torch::quantile refuses inputs above 2^24 elements.
+double percentile(const torch::Tensor& t, double p) {
+  auto flat = t.to(torch::kCPU, torch::kFloat).contiguous().view(-1);
+  const int64_t n = flat.numel();
+  if (n == 0) throw std::invalid_argument("percentile of an empty tensor");
+  std::vector<float> v(flat.data_ptr<float>(), flat.data_ptr<float>() + n);
+  const double pos = p / 100.0 * static_cast<double>(n - 1);
+  const auto lo = static_cast<int64_t>(std::floor(pos));
+  std::nth_element(v.begin(), v.begin() + lo, v.end());
+  const double a = v[static_cast<size_t>(lo)];
+  if (lo + 1 >= n || pos == static_cast<double>(lo)) return a;
+  const double b = *std::min_element(v.begin() + lo + 1, v.end());
+  return a + (b - a) * (pos - static_cast<double>(lo));
+}
+
 /// The last Linear layer (W, b) of the classification branch.
 std::pair<torch::Tensor, torch::Tensor> final_layer(const ModelAccess& access, const char* method) {
   if (!access.model) throw std::invalid_argument(std::string(method) + ": needs the model's final layer");
@@ -168,12 +186,16 @@ std::pair<torch::Tensor, torch::Tensor> final_layer(const ModelAccess& access, c
 
 class React : public Score {
  public:
-  React(double percentile, double T) : percentile_(percentile), T_(T) {}
-  void fit(const Inputs& train, const ModelAccess& access) override {
-    require(train.embedding, "embeddings", "react");
+  React(double percentile, double T) : percentile_(percentile), T_(T) {
+    if (!(percentile >= 0 && percentile <= 100))
+      throw std::invalid_argument("react: percentile must be in [0, 100], got " + std::to_string(percentile));
+  }
+  bool fits_on_validation() const override { return true; }
+  void fit(const FitInputs& id, const ModelAccess& access) override {
+    // OpenOOD (ReactPostprocessor.setup) takes the percentile over the ID validation activations.
+    require(id.val.embedding, "ID validation embeddings", "react");
     std::tie(w_, b_) = final_layer(access, "react");
-    auto flat = f64(train.embedding).flatten();
-    clip_ = torch::quantile(flat, percentile_ / 100.0).item<double>();
+    clip_ = percentile(id.val.embedding, percentile_);
   }
   torch::Tensor score(const Inputs& in) const override {
     if (!w_.defined()) throw std::invalid_argument("react: score() before fit()");
@@ -190,7 +212,8 @@ class React : public Score {
 class Vim : public Score {
  public:
   explicit Vim(int64_t dim) : dim_(dim) {}
-  void fit(const Inputs& train, const ModelAccess& access) override {
+  void fit(const FitInputs& id, const ModelAccess& access) override {
+    const auto& train = id.train;
     require(train.embedding, "embeddings", "vim");
     torch::Tensor w, b;
     std::tie(w, b) = final_layer(access, "vim");
@@ -222,7 +245,7 @@ class Vim : public Score {
 
 class NordfRecon : public Score {
  public:
-  bool needs_reconstruction() const override { return true; }
+  unsigned parts() const override { return kReconstruction; }
   torch::Tensor score(const Inputs& in) const override {
     require(in.recon_error, "reconstruction errors", "nordf_recon");
     return -f64(in.recon_error);
@@ -231,7 +254,9 @@ class NordfRecon : public Score {
 
 class NordfSim : public Score {
  public:
-  void fit(const Inputs& train, const ModelAccess& access) override {
+  unsigned parts() const override { return kSimilarity; }
+  void fit(const FitInputs& id, const ModelAccess& access) override {
+    const auto& train = id.train;
     require(train.agnostic, "similarity-branch features (the model has no similarity branch?)", "nordf_sim");
     auto u = train.agnostic.to(torch::kCPU, torch::kFloat);
     auto y = train.labels.to(torch::kCPU);
@@ -263,12 +288,13 @@ class NordfSim : public Score {
 class NordfFused : public Score {
  public:
   explicit NordfFused(double T) : parts_{std::make_shared<Energy>(T), std::make_shared<NordfSim>(), std::make_shared<NordfRecon>()} {}
-  bool needs_reconstruction() const override { return true; }
-  void fit(const Inputs& train, const ModelAccess& access) override {
+  unsigned parts() const override { return kClassifier | kSimilarity | kReconstruction; }
+  void fit(const FitInputs& id, const ModelAccess& access) override {
+    const auto& train = id.train;
     mean_.clear();
     std_.clear();
     for (auto& p : parts_) {
-      p->fit(train, access);
+      p->fit(id, access);
       auto s = p->score(train);
       mean_.push_back(s.mean().item<double>());
       std_.push_back(std::max(1e-12, s.std().item<double>()));

@@ -25,6 +25,21 @@ struct Inputs {
   static Inputs cat(const std::vector<Inputs>& parts);
 };
 
+/// The ID data a score may fit on: the training split, and the validation split (which OpenOOD
+/// uses for ReAct's clipping percentile). Test and OOD data never reach `Score::fit`.
+struct FitInputs {
+  Inputs train;
+  Inputs val;  ///< filled only when a selected score `fits_on_validation()`
+};
+
+/// Parts of the network a score reads. The evaluator skips a score whose part the model lacks or
+/// did not train, with a note instead of a fitted number.
+enum Part : unsigned {
+  kClassifier = 1u << 0,      ///< logits, the penultimate embedding or the final layer
+  kSimilarity = 1u << 1,      ///< the similarity branch (`Inputs::agnostic`)
+  kReconstruction = 1u << 2,  ///< the decoder (`Inputs::recon_error`)
+};
+
 /// Access to the model for scores that need it (ODIN's input perturbation, ReAct's and ViM's
 /// final layer). `model` may be null when only stored inputs are scored.
 struct ModelAccess {
@@ -38,7 +53,7 @@ struct ScoreOptions {
   double odin_temperature = 1000;  ///< ODIN T
   double odin_epsilon = 0.0014;    ///< ODIN ε
   int64_t knn_k = 50;              ///< KNN k
-  double react_percentile = 90;    ///< ReAct clipping percentile of training activations
+  double react_percentile = 90;    ///< ReAct clipping percentile of ID validation activations
   int64_t vim_dim = 0;             ///< ViM principal dimension; 0 = D/2
   double gen_gamma = 0.1;          ///< GEN γ
   int64_t gen_top = 100;           ///< GEN M (top classes)
@@ -48,13 +63,14 @@ struct ScoreOptions {
 class Score {
  public:
   virtual ~Score() = default;
-  /// Fits on ID training inputs (no-op for training-free scores).
-  virtual void fit(const Inputs& train, const ModelAccess& model) {}
+  /// Fits on ID data (no-op for training-free scores).
+  virtual void fit(const FitInputs& id, const ModelAccess& model) {}
+  /// The parts of the network the score reads, a combination of `Part` (default: the classifier).
+  virtual unsigned parts() const { return kClassifier; }
+  /// True if `fit` reads `FitInputs::val`.
+  virtual bool fits_on_validation() const { return false; }
   /// True if `score_images` must be used (the score needs the images and the model).
   virtual bool needs_images() const { return false; }
-  /// True if `score` reads `Inputs::recon_error`. The evaluator runs the decoder only when a
-  /// selected score says so; elsewhere `recon_error` is undefined.
-  virtual bool needs_reconstruction() const { return false; }
   /// N scores (float64, CPU) from stored inputs. Higher = more in-distribution.
   virtual torch::Tensor score(const Inputs& inputs) const = 0;
   /// N scores from normalised images N×3×S×S (only for `needs_images()` scores).
@@ -70,7 +86,8 @@ using ScoreFactory = std::function<std::shared_ptr<Score>(const ScoreOptions&)>;
 ///  - "odin"         MSP at temperature T of x − ε·sign(−∇ₓ log S_ŷ(x; T)) (Liang et al., ICLR 2018)
 ///  - "mahalanobis"  −min_c (h−μ_c)ᵀ Σ⁻¹ (h−μ_c), class means, tied covariance (Lee et al., NeurIPS 2018)
 ///  - "knn"          −‖ĥ − ĥ_(k)‖, ĥ = h/‖h‖, k-th nearest training neighbour (Sun et al., ICML 2022)
-///  - "react"        energy of W·min(h, c) + b, c = p-th percentile of training h (Sun et al., NeurIPS 2021)
+///  - "react"        energy of W·min(h, c) + b, c = p-th percentile (linear interpolation, as numpy)
+///                   of the ID validation h, as OpenOOD fits it (Sun et al., NeurIPS 2021)
 ///  - "vim"          logsumexp(z) − α‖(h−o)P⊥‖, o = −W⁺b, P⊥ the residual of the top-D' principal
 ///                   subspace, α = mean max-logit / mean residual norm on training data (Wang et al., CVPR 2022)
 ///  - "gen"          −Σ_{top M} p_k^γ (1 − p_k)^γ                (Liu et al., CVPR 2023)
