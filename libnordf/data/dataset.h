@@ -118,6 +118,10 @@ struct SplitOptions {
   int64_t ood_limit = 0;
   /// Drop files that fail to decode (counted in `skipped_files`) instead of failing.
   bool skip_corrupt = false;
+  /// The in-distribution classes, each a class index (as the layout numbers its classes) or a
+  /// class name; the others become the near-OOD set. Empty = the layout's default. Label k is the
+  /// k-th class listed. See each layout for indices and names.
+  std::vector<std::string> id_classes;
 };
 
 }  // namespace nordf

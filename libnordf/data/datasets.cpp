@@ -6,6 +6,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
+#include <functional>
 #include <filesystem>
 #include <map>
 #include <numeric>
@@ -125,6 +127,56 @@ std::shared_ptr<ImageDataset> limit_dataset(std::shared_ptr<ImageDataset> data, 
   return subset(data, idx, labels, {});
 }
 
+bool all_digits(const std::string& s) {
+  return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+/// Resolves class selectors against `count` classes: all digits = an index (`base`-based),
+/// anything else a name through `by_name` (−1 when unknown). Throws `std::invalid_argument`
+/// naming the selector, with examples of valid ones.
+std::vector<int64_t> resolve_classes(const std::vector<std::string>& selectors, int64_t count, int64_t base,
+                                     const std::function<int64_t(const std::string&)>& by_name,
+                                     const std::string& layout, const std::string& example_names) {
+  std::vector<int64_t> out;
+  for (const auto& sel : selectors) {
+    int64_t c = -1;
+    if (all_digits(sel)) {
+      const int64_t i = std::stoll(sel) - base;
+      if (i >= 0 && i < count) c = i;
+    } else {
+      c = by_name(sel);
+    }
+    if (c < 0)
+      throw std::invalid_argument(layout + ": unknown class '" + sel + "'; use an index " + std::to_string(base) + ".." +
+                                  std::to_string(base + count - 1) + " or a name such as " + example_names);
+    if (std::find(out.begin(), out.end(), c) != out.end())
+      throw std::invalid_argument(layout + ": class '" + sel + "' is selected twice");
+    out.push_back(c);
+  }
+  if (out.size() == 1) throw std::invalid_argument(layout + ": at least 2 ID classes are needed");
+  if (static_cast<int64_t>(out.size()) >= count)
+    throw std::invalid_argument(layout + ": every class is ID, which leaves no near-OOD class");
+  return out;
+}
+
+/// "5-9", "0+2+4", "0-2+7": sorted indices with runs of 3 or more written as ranges.
+std::string index_ranges(std::vector<int64_t> v) {
+  std::sort(v.begin(), v.end());
+  std::string out;
+  for (size_t i = 0; i < v.size();) {
+    size_t j = i;
+    while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
+    if (!out.empty()) out += "+";
+    if (j - i >= 2) {
+      out += std::to_string(v[i]) + "-" + std::to_string(v[j]);
+    } else {
+      for (size_t k = i; k <= j; ++k) out += (k > i ? "+" : "") + std::to_string(v[k]);
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
 // ---- gzip-or-plain file reading --------------------------------------------------------------
 
 std::string read_maybe_gzip(const std::string& path) {
@@ -220,15 +272,29 @@ OpenSetSplit fashion_mnist_split(const std::string& root, const std::string& far
   auto train_all = load("train");
   auto test_all = load("t10k");
 
+  static const std::vector<std::string> kNames = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  std::vector<int64_t> ids{0, 1, 2, 3, 4};
+  if (!opt.id_classes.empty())
+    ids = resolve_classes(
+        opt.id_classes, 10, 0,
+        [](const std::string& n) {
+          auto it = std::find(kNames.begin(), kNames.end(), n);
+          return it == kNames.end() ? int64_t(-1) : static_cast<int64_t>(it - kNames.begin());
+        },
+        "fashion-mnist", "'Trouser' or 'Ankle boot'");
   OpenSetSplit split;
   split.name = "fashion-mnist";
-  split.class_names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"};
-  const std::map<int64_t, int64_t> identity{{0, 0}, {1, 1}, {2, 2}, {3, 3}, {4, 4}};
+  std::map<int64_t, int64_t> remap;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    remap[ids[k]] = static_cast<int64_t>(k);
+    split.class_names.push_back(kNames[static_cast<size_t>(ids[k])]);
+  }
 
   auto train_labels = train_all->labels();
   std::vector<int64_t> id_idx, id_labels;
   for (size_t i = 0; i < train_labels.size(); ++i)
-    if (train_labels[i] < 5) id_idx.push_back(static_cast<int64_t>(i));
+    if (remap.count(train_labels[i])) id_idx.push_back(static_cast<int64_t>(i));
   for (auto i : id_idx) id_labels.push_back(train_labels[static_cast<size_t>(i)]);
   auto parts = stratified_split(id_labels, {0.9, 0.1}, opt.seed);
   auto pick = [&](const std::vector<int64_t>& local) {
@@ -237,16 +303,17 @@ OpenSetSplit fashion_mnist_split(const std::string& root, const std::string& far
     return out;
   };
   split.train = subset(train_all, limit_per_class(pick(parts[0]), train_labels, opt.train_per_class), train_labels,
-                       identity);
-  split.val = subset(train_all, limit_per_class(pick(parts[1]), train_labels, opt.val_per_class), train_labels,
-                     identity);
+                       remap);
+  split.val = subset(train_all, limit_per_class(pick(parts[1]), train_labels, opt.val_per_class), train_labels, remap);
 
   auto test_labels = test_all->labels();
-  std::vector<int64_t> test_id, test_ood;
+  std::vector<int64_t> test_id, test_ood, ood_classes;
   for (size_t i = 0; i < test_labels.size(); ++i)
-    (test_labels[i] < 5 ? test_id : test_ood).push_back(static_cast<int64_t>(i));
-  split.test = subset(test_all, limit_per_class(test_id, test_labels, opt.test_per_class), test_labels, identity);
-  split.ood.push_back({"fashion-mnist-5-9", true,
+    (remap.count(test_labels[i]) ? test_id : test_ood).push_back(static_cast<int64_t>(i));
+  for (int64_t c = 0; c < 10; ++c)
+    if (!remap.count(c)) ood_classes.push_back(c);
+  split.test = subset(test_all, limit_per_class(test_id, test_labels, opt.test_per_class), test_labels, remap);
+  split.ood.push_back({"fashion-mnist-" + index_ranges(ood_classes), true,
                        subset(test_all, random_limit(test_ood, opt.ood_limit, opt.seed), test_labels, {})});
   if (!far_ood_path.empty() && fs::exists(far_ood_path)) {
     split.ood.push_back({"uci-digits", false, limit_dataset(read_uci_digits(far_ood_path), opt.ood_limit, opt.seed)});
@@ -260,6 +327,13 @@ OpenSetSplit fashion_mnist_split(const std::string& root, const std::string& far
 // ---- ImageFolder ---------------------------------------------------------------------------
 
 namespace {
+
+/// The last component of a folder path, ignoring a trailing separator.
+std::string folder_name(const std::string& path) {
+  auto p = fs::path(path);
+  if (!p.has_filename()) p = p.parent_path();
+  return p.filename().string();
+}
 
 bool is_image_file(const fs::path& p) {
   std::string ext = p.extension().string();
@@ -335,17 +409,49 @@ OpenSetSplit image_folder_split(const std::string& root, const std::string& ood_
   if (split.class_names.size() < 2) throw std::runtime_error("image folder '" + root + "' needs at least 2 classes");
   if (opt.fractions.size() != 3) throw std::invalid_argument("image-folder split needs 3 fractions (train/val/test)");
   auto labels = all->labels();
-  auto parts = stratified_split(labels, opt.fractions, opt.seed);
-  split.train = subset(all, limit_per_class(parts[0], labels, opt.train_per_class), labels, {});
-  split.val = subset(all, limit_per_class(parts[1], labels, opt.val_per_class), labels, {});
-  split.test = subset(all, limit_per_class(parts[2], labels, opt.test_per_class), labels, {});
+  const auto class_names = split.class_names;
+  std::map<int64_t, int64_t> remap;  // ID class → label
+  if (opt.id_classes.empty()) {
+    for (size_t c = 0; c < class_names.size(); ++c) remap[static_cast<int64_t>(c)] = static_cast<int64_t>(c);
+  } else {
+    auto ids = resolve_classes(
+        opt.id_classes, static_cast<int64_t>(class_names.size()), 0,
+        [&](const std::string& n) {
+          auto it = std::find(class_names.begin(), class_names.end(), n);
+          return it == class_names.end() ? int64_t(-1) : static_cast<int64_t>(it - class_names.begin());
+        },
+        "image folder '" + root + "'", "'" + class_names.front() + "'");
+    split.class_names.clear();
+    for (size_t k = 0; k < ids.size(); ++k) {
+      remap[ids[k]] = static_cast<int64_t>(k);
+      split.class_names.push_back(class_names[static_cast<size_t>(ids[k])]);
+    }
+  }
+  std::vector<int64_t> id_idx, id_labels, unseen;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (remap.count(labels[i])) {
+      id_idx.push_back(static_cast<int64_t>(i));
+      id_labels.push_back(labels[i]);
+    } else {
+      unseen.push_back(static_cast<int64_t>(i));
+    }
+  }
+  auto parts = stratified_split(id_labels, opt.fractions, opt.seed);
+  for (auto& part : parts)
+    for (auto& j : part) j = id_idx[static_cast<size_t>(j)];
+  split.train = subset(all, limit_per_class(parts[0], labels, opt.train_per_class), labels, remap);
+  split.val = subset(all, limit_per_class(parts[1], labels, opt.val_per_class), labels, remap);
+  split.test = subset(all, limit_per_class(parts[2], labels, opt.test_per_class), labels, remap);
+  if (!unseen.empty())
+    split.ood.push_back({folder_name(root) + "-unseen", true,
+                         subset(all, random_limit(unseen, opt.ood_limit, opt.seed), labels, {})});
   if (!ood_root.empty())
-    split.ood.push_back({fs::path(ood_root).filename().string(), true,
+    split.ood.push_back({folder_name(ood_root), true,
                          limit_dataset(folder_dataset(ood_root, nullptr, false, opt.skip_corrupt, split.skipped_files),
                                        opt.ood_limit, opt.seed)});
   for (const auto& far : far_ood_roots)
     if (!far.empty())
-      split.ood.push_back({fs::path(far).filename().string(), false,
+      split.ood.push_back({folder_name(far), false,
                            limit_dataset(folder_dataset(far, nullptr, false, opt.skip_corrupt, split.skipped_files),
                                          opt.ood_limit, opt.seed)});
   return split;
@@ -430,14 +536,23 @@ struct MatFile {
 
 }  // namespace
 
-std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root) {
+std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root, const std::string& part) {
+  static const std::map<std::string, std::vector<const char*>> kParts = {
+      {"all", {"trnid", "valid", "tstid"}}, {"train", {"trnid"}}, {"val", {"valid"}}, {"test", {"tstid"}}};
+  auto wanted = kParts.find(part);
+  if (wanted == kParts.end())
+    throw std::invalid_argument("oxford_flowers: unknown part '" + part + "'; known: all, train, val, test");
   if (!fs::is_directory(root)) throw std::runtime_error("Oxford Flowers-102 root '" + root + "' does not exist");
   auto labels = MatFile(root + "/imagelabels.mat").numbers("labels");
-  MatFile setid(root + "/setid.mat");
   std::vector<int64_t> ids;
-  for (const char* part : {"trnid", "valid", "tstid"}) {
-    auto p = setid.numbers(part);
-    ids.insert(ids.end(), p.begin(), p.end());
+  if (part == "all" && !fs::exists(root + "/setid.mat")) {
+    for (size_t i = 0; i < labels.size(); ++i) ids.push_back(static_cast<int64_t>(i + 1));
+  } else {
+    MatFile setid(root + "/setid.mat");
+    for (const char* name : wanted->second) {
+      auto p = setid.numbers(name);
+      ids.insert(ids.end(), p.begin(), p.end());
+    }
   }
   std::sort(ids.begin(), ids.end());
   std::vector<std::string> paths;
@@ -453,51 +568,107 @@ std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root) {
   return std::make_shared<FileImageDataset>(paths, out_labels);
 }
 
+namespace {
+
+/// The images a Stanford Dogs list names, with 0-based labels. A listed file that does not exist
+/// is an error, or, with skip_corrupt, dropped and recorded.
+void read_dogs_list(const std::string& root, const std::string& file, bool skip, std::vector<std::string>& paths,
+                    std::vector<int64_t>& labels, std::vector<std::string>& skipped) {
+  MatFile m(root + "/" + file);
+  auto files = m.strings("file_list");
+  auto l = m.numbers("labels");
+  if (files.size() != l.size())
+    throw std::runtime_error("'" + m.path + "': " + std::to_string(files.size()) + " files but " +
+                             std::to_string(l.size()) + " labels");
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto path = root + "/Images/" + files[i];
+    if (l[i] < 1 || l[i] > 100000)
+      throw std::runtime_error("'" + m.path + "': entry " + std::to_string(i) + " has label " + std::to_string(l[i]) +
+                               " (labels are 1-based class indices)");
+    if (!fs::is_regular_file(path)) {
+      if (!skip)
+        throw std::runtime_error("'" + m.path + "' lists '" + files[i] + "', which does not exist under " + root +
+                                 "/Images");
+      skipped.push_back(path);
+      continue;
+    }
+    paths.push_back(path);
+    labels.push_back(l[i] - 1);
+  }
+}
+
+}  // namespace
+
 OpenSetSplit stanford_dogs_split(const std::string& root, const std::string& flowers_root, const SplitOptions& opt,
                                  int64_t num_id_classes) {
   if (!fs::is_directory(root)) throw std::runtime_error("Stanford Dogs root '" + root + "' does not exist");
-  if (opt.fractions.size() != 3) throw std::invalid_argument("stanford-dogs split needs 3 fractions (train/val/test)");
-  auto read_list = [&](const std::string& file, std::vector<std::string>& paths, std::vector<int64_t>& labels) {
-    MatFile m(root + "/" + file);
-    auto files = m.strings("file_list");
-    auto l = m.numbers("labels");
-    if (files.size() != l.size())
-      throw std::runtime_error("'" + m.path + "': " + std::to_string(files.size()) + " files but " +
-                               std::to_string(l.size()) + " labels");
-    for (size_t i = 0; i < files.size(); ++i) {
-      paths.push_back(root + "/Images/" + files[i]);
-      labels.push_back(l[i] - 1);  // 1-based in the .mat files
-    }
-  };
-  std::vector<std::string> train_paths, test_paths;
-  std::vector<int64_t> train_labels, test_labels;
-  read_list("train_list.mat", train_paths, train_labels);
-  read_list("test_list.mat", test_paths, test_labels);
-
-  // ID classes: the most frequent in the training list, fixed once (ties: lower index).
-  std::map<int64_t, int64_t> counts;
-  for (auto l : train_labels) counts[l]++;
-  std::vector<std::pair<int64_t, int64_t>> order(counts.begin(), counts.end());
-  std::stable_sort(order.begin(), order.end(), [](auto& a, auto& b) { return a.second > b.second; });
-  if (static_cast<int64_t>(order.size()) <= num_id_classes)
-    throw std::runtime_error("Stanford Dogs: need more than " + std::to_string(num_id_classes) + " classes");
-  std::map<int64_t, int64_t> remap;
-  std::vector<int64_t> id_classes;
-  for (int64_t k = 0; k < num_id_classes; ++k) {
-    id_classes.push_back(order[static_cast<size_t>(k)].first);
-    remap[order[static_cast<size_t>(k)].first] = k;
-  }
-
+  if (opt.fractions.size() < 2 || !(opt.fractions[0] > 0) || !(opt.fractions[1] > 0))
+    throw std::invalid_argument("stanford-dogs split needs positive train and val fractions");
   OpenSetSplit split;
   split.name = "stanford-dogs";
-  for (auto c : id_classes) {
-    // Class names from the folder part of the path, e.g. "n02085620-Chihuahua".
-    for (size_t i = 0; i < train_paths.size(); ++i)
-      if (train_labels[i] == c) {
-        split.class_names.push_back(fs::path(train_paths[i]).parent_path().filename().string());
-        break;
-      }
+  std::vector<std::string> train_paths, test_paths;
+  std::vector<int64_t> train_labels, test_labels;
+  read_dogs_list(root, "train_list.mat", opt.skip_corrupt, train_paths, train_labels, split.skipped_files);
+  read_dogs_list(root, "test_list.mat", opt.skip_corrupt, test_paths, test_labels, split.skipped_files);
+
+  // Classes, their folder names ("n02085620-Chihuahua") and their images over both lists.
+  int64_t num_classes = 0;
+  for (auto l : train_labels) num_classes = std::max(num_classes, l + 1);
+  for (auto l : test_labels) num_classes = std::max(num_classes, l + 1);
+  std::vector<std::string> names(static_cast<size_t>(num_classes));
+  std::vector<int64_t> totals(static_cast<size_t>(num_classes), 0);
+  auto count = [&](const std::vector<std::string>& paths, const std::vector<int64_t>& labels) {
+    for (size_t i = 0; i < paths.size(); ++i) {
+      auto& name = names[static_cast<size_t>(labels[i])];
+      if (name.empty()) name = fs::path(paths[i]).parent_path().filename().string();
+      ++totals[static_cast<size_t>(labels[i])];
+    }
+  };
+  count(train_paths, train_labels);
+  count(test_paths, test_labels);
+
+  std::vector<int64_t> ids;
+  if (opt.id_classes.empty()) {
+    // The most images over both lists; ties go to the lower class index.
+    std::vector<int64_t> order;
+    for (int64_t c = 0; c < num_classes; ++c)
+      if (totals[static_cast<size_t>(c)] > 0) order.push_back(c);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return totals[static_cast<size_t>(a)] > totals[static_cast<size_t>(b)]; });
+    if (static_cast<int64_t>(order.size()) <= num_id_classes)
+      throw std::runtime_error("Stanford Dogs: the lists hold " + std::to_string(order.size()) + " breeds; " +
+                               std::to_string(num_id_classes) + " ID breeds need more");
+    ids.assign(order.begin(), order.begin() + num_id_classes);
+  } else {
+    ids = resolve_classes(
+        opt.id_classes, num_classes, 1,
+        [&](const std::string& n) {
+          for (size_t c = 0; c < names.size(); ++c) {
+            const auto& full = names[c];
+            const auto dash = full.find('-');
+            if (full == n || (dash != std::string::npos && (full.substr(0, dash) == n || full.substr(dash + 1) == n)))
+              return static_cast<int64_t>(c);
+          }
+          return int64_t(-1);
+        },
+        "stanford-dogs", "'n02085620-Chihuahua', 'n02085620' or 'Chihuahua'");
+    for (size_t k = 0; k < ids.size(); ++k)
+      if (totals[static_cast<size_t>(ids[k])] == 0)
+        throw std::invalid_argument("stanford-dogs: class '" + opt.id_classes[k] + "' has no image in the lists");
   }
+  std::map<int64_t, int64_t> remap;
+  std::string chosen;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const auto c = static_cast<size_t>(ids[k]);
+    remap[ids[k]] = static_cast<int64_t>(k);
+    split.class_names.push_back(names[c].empty() ? "class-" + std::to_string(c + 1) : names[c]);
+    chosen += (k ? ", " : "") + split.class_names.back() + " (class " + std::to_string(c + 1) + ", " +
+              std::to_string(totals[c]) + " images)";
+  }
+  split.notes.push_back("ID breeds" + std::string(opt.id_classes.empty() ? ", most images over both lists" : "") +
+                        ": " + chosen);
+
+  // ID train/val from train_list.mat, stratified; ID test and near-OOD from test_list.mat.
   std::vector<std::string> id_paths;
   std::vector<int64_t> id_labels;
   for (size_t i = 0; i < train_paths.size(); ++i)
@@ -507,23 +678,34 @@ OpenSetSplit stanford_dogs_split(const std::string& root, const std::string& flo
     }
   filter_corrupt(id_paths, id_labels, opt.skip_corrupt, split.skipped_files);
   auto id = std::make_shared<FileImageDataset>(id_paths, id_labels);
-  auto parts = stratified_split(id_labels, opt.fractions, opt.seed);
+  const double train_share = opt.fractions[0] / (opt.fractions[0] + opt.fractions[1]);
+  auto parts = stratified_split(id_labels, {train_share, 1 - train_share}, opt.seed);
   split.train = subset(id, limit_per_class(parts[0], id_labels, opt.train_per_class), id_labels, {});
   split.val = subset(id, limit_per_class(parts[1], id_labels, opt.val_per_class), id_labels, {});
-  split.test = subset(id, limit_per_class(parts[2], id_labels, opt.test_per_class), id_labels, {});
 
-  std::vector<std::string> ood_paths;
-  std::vector<int64_t> ood_labels;
-  for (size_t i = 0; i < test_paths.size(); ++i)
-    if (!remap.count(test_labels[i])) {
+  std::vector<std::string> test_id_paths, ood_paths;
+  std::vector<int64_t> test_id_labels, ood_labels;
+  for (size_t i = 0; i < test_paths.size(); ++i) {
+    if (remap.count(test_labels[i])) {
+      test_id_paths.push_back(test_paths[i]);
+      test_id_labels.push_back(remap[test_labels[i]]);
+    } else {
       ood_paths.push_back(test_paths[i]);
       ood_labels.push_back(test_labels[i]);
     }
+  }
+  filter_corrupt(test_id_paths, test_id_labels, opt.skip_corrupt, split.skipped_files);
   filter_corrupt(ood_paths, ood_labels, opt.skip_corrupt, split.skipped_files);
+  std::vector<int64_t> all_test(test_id_paths.size());
+  std::iota(all_test.begin(), all_test.end(), 0);
+  auto test = std::make_shared<FileImageDataset>(test_id_paths, test_id_labels);
+  split.test = subset(test, limit_per_class(all_test, test_id_labels, opt.test_per_class), test_id_labels, {});
   split.ood.push_back({"stanford-dogs-unseen", true,
                        limit_dataset(std::make_shared<FileImageDataset>(ood_paths, ood_labels), opt.ood_limit, opt.seed)});
   if (!flowers_root.empty()) {
-    auto flowers = std::static_pointer_cast<FileImageDataset>(oxford_flowers(flowers_root));
+    const bool has_splits = fs::exists(flowers_root + "/setid.mat");
+    auto flowers = std::static_pointer_cast<FileImageDataset>(oxford_flowers(flowers_root, has_splits ? "test" : "all"));
+    if (!has_splits) split.notes.push_back("far-OOD: '" + flowers_root + "/setid.mat' is absent, so every Flowers-102 image is used");
     auto paths = flowers->paths();
     auto labels = flowers->labels();
     filter_corrupt(paths, labels, opt.skip_corrupt, split.skipped_files);

@@ -24,31 +24,48 @@ std::vector<int64_t> read_idx_labels(const std::string& path);
 /// → dataset of 1×8×8 images scaled to [0, 1]. Throws `std::runtime_error` naming the file.
 std::shared_ptr<ImageDataset> read_uci_digits(const std::string& path);
 
-/// Fashion-MNIST open set: ID = classes 0–4 (T-shirt/top, Trouser, Pullover, Dress, Coat),
-/// near-OOD = classes 5–9 of the official test set. ID train/val are a stratified 90/10 split of
-/// the official training set (seed), ID test = the official test set's classes 0–4.
-/// Far-OOD: the UCI digits at `far_ood_path` if given and present (else none, noted).
-/// Throws `std::runtime_error` naming the missing file, or when image and label counts disagree.
+/// Fashion-MNIST open set. ID = `options.id_classes` (indices 0–9 or names: T-shirt/top,
+/// Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot), by default classes
+/// 0–4; near-OOD = the official test images of the other classes, named
+/// "fashion-mnist-<classes>" (for example fashion-mnist-5-9). ID train/val are a stratified 90/10
+/// split of the official training images of the ID classes (seed), ID test = their official test
+/// images. Far-OOD: the UCI digits at `far_ood_path` if given and present (else none, noted).
+/// Throws `std::runtime_error` naming a missing file, or when image and label counts disagree,
+/// and `std::invalid_argument` naming an unknown class.
 OpenSetSplit fashion_mnist_split(const std::string& root, const std::string& far_ood_path, const SplitOptions& options);
 
 /// ImageFolder layout: `root/<class>/*.{jpg,jpeg,png,bmp}`; classes sorted by name. ID splits
-/// are stratified (options.fractions). `ood_root` (near-OOD) and each `far_ood_root` may be an
+/// are stratified (options.fractions). With `options.id_classes` (folder names, or indices into
+/// the sorted class list), only those classes are ID and every image of the others forms the
+/// near-OOD set "<root name>-unseen". `ood_root` (near-OOD) and each `far_ood_root` may be an
 /// ImageFolder or a flat folder of images; empty strings are skipped. Throws
-/// `std::runtime_error` on a missing root or an empty class folder.
+/// `std::runtime_error` on a missing root or an empty class folder, `std::invalid_argument`
+/// naming an unknown class.
 OpenSetSplit image_folder_split(const std::string& root, const std::string& ood_root,
                                 const std::vector<std::string>& far_ood_roots, const SplitOptions& options);
 
-/// Stanford Dogs, original layout: `root/Images/...` and `root/{train,test}_list.mat`
-/// (fields file_list, labels; labels 1-based). ID = the 5 most frequent classes of
-/// train_list.mat (ties: lower class index), fixed once; ID images (train_list) split 80/10/10
-/// stratified with options.seed (the prototype's 14). Near-OOD = test_list.mat images of the
-/// other classes. `flowers_root`, if not empty, adds Oxford Flowers-102 as far-OOD.
+/// Stanford Dogs, original layout: `root/Images/<synset>-<breed>/*.jpg` and
+/// `root/{train,test}_list.mat` (fields file_list, labels; labels 1-based).
+///  - ID breeds: `options.id_classes` (class indices 1–120 as in the lists, or names: the folder
+///    name "n02085620-Chihuahua", its synset "n02085620" or its breed "Chihuahua"); by default
+///    the `num_id_classes` breeds with the most images over both lists, ties broken by the lower
+///    class index. train_list.mat holds exactly 100 images of every breed, so only the totals
+///    separate them. Label k is the k-th breed chosen; `notes` lists them with their counts.
+///  - ID train/val: the breeds' train_list.mat images, split stratified with options.seed in the
+///    ratio of options.fractions[0] : options.fractions[1].
+///  - ID test: every test_list.mat image of the breeds. Near-OOD ("stanford-dogs-unseen"): every
+///    test_list.mat image of the other breeds, none of which is ever trained on.
+///  - Far-OOD ("oxford-flowers-102"): with `flowers_root`, Oxford Flowers-102's test split when
+///    its setid.mat is present, otherwise all its images.
+/// Throws `std::runtime_error` naming a missing list or a listed file that does not exist (unless
+/// skip_corrupt, which drops and counts it), `std::invalid_argument` naming an unknown breed.
 OpenSetSplit stanford_dogs_split(const std::string& root, const std::string& flowers_root, const SplitOptions& options,
                                  int64_t num_id_classes = 5);
 
 /// Oxford Flowers-102, original layout: `root/jpg/image_%05d.jpg`, `root/imagelabels.mat`
-/// (labels), `root/setid.mat` (trnid, valid, tstid). Returns all listed images (train, val and
-/// test ids), labels 0..101. Throws `std::runtime_error` naming a missing or malformed file.
-std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root);
+/// (labels), `root/setid.mat` (trnid, valid, tstid). `part` is "all" (every labelled image; also
+/// works without setid.mat), "train", "val" or "test". Labels 0..101. Throws
+/// `std::runtime_error` naming a missing or malformed file, `std::invalid_argument` on another part.
+std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root, const std::string& part = "all");
 
 }  // namespace nordf

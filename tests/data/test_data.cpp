@@ -135,6 +135,19 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
   CHECK(split.test->size() == 3);
   REQUIRE(split.ood.size() == 1);
   CHECK(split.ood[0].data->size() == 4);
+  // Chosen ID classes (by name or index); the other classes' images become a near-OOD set.
+  o.id_classes = {"class2", "0"};
+  auto chosen = nordf::image_folder_split(dir + "/id/", "", {}, o);
+  CHECK(chosen.class_names == std::vector<std::string>{"class2", "class0"});
+  CHECK(chosen.train->size() + chosen.val->size() + chosen.test->size() == 20);
+  for (int64_t i = 0; i < chosen.train->size(); ++i)
+    CHECK(chosen.train->source(i).find(chosen.train->label(i) == 0 ? "class2" : "class0") != std::string::npos);
+  REQUIRE(chosen.ood.size() == 1);
+  CHECK(chosen.ood[0].name == "id-unseen");
+  CHECK(chosen.ood[0].data->size() == 10);
+  o.id_classes = {"class9", "0"};
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o), Catch::Contains("unknown class 'class9'"));
+  o.id_classes.clear();
   fs::create_directories(dir + "/id/empty_class");
   REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o), Catch::Contains("empty_class' holds no images"));
   fs::remove(dir + "/id/empty_class");
@@ -148,90 +161,167 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
   CHECK(skipping.train->size() + skipping.val->size() + skipping.test->size() == 30);
 }
 
-TEST_CASE("Stanford Dogs and Flowers-102 layouts from .mat files", "[data]") {
-  const auto dir = nordf_test::work_dir("dogs");
-  // 8 classes; class k has 10 + k training images, so the 5 most frequent are 3..7.
+namespace {
+
+/// Writes a Stanford Dogs list (.mat with file_list, labels) as the official ones are laid out.
+void write_dogs_list(const std::string& path, const std::vector<std::string>& files, const std::vector<double>& labels) {
+  mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
+  REQUIRE(mat != nullptr);
+  size_t dims[2] = {files.size(), 1};
+  matvar_t* cell = Mat_VarCreate("file_list", MAT_C_CELL, MAT_T_CELL, 2, dims, nullptr, 0);
+  for (size_t i = 0; i < files.size(); ++i) {
+    size_t sdims[2] = {1, files[i].size()};
+    matvar_t* s = Mat_VarCreate(nullptr, MAT_C_CHAR, MAT_T_UTF8, 2, sdims, const_cast<char*>(files[i].c_str()), 0);
+    Mat_VarSetCell(cell, static_cast<int>(i), s);
+  }
+  Mat_VarWrite(mat, cell, MAT_COMPRESSION_NONE);
+  Mat_VarFree(cell);
+  matvar_t* lab = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, const_cast<double*>(labels.data()), 0);
+  Mat_VarWrite(mat, lab, MAT_COMPRESSION_NONE);
+  Mat_VarFree(lab);
+  Mat_Close(mat);
+}
+
+/// A miniature Stanford Dogs tree: 8 breeds "n0<c>-breed<c>" (label c + 1), 10 training images
+/// each as in the official train_list.mat, and `test_counts[c]` test images; returns the root.
+std::string write_dogs(const std::string& dir, const std::vector<int>& test_counts) {
   std::vector<std::string> train_files, test_files;
   std::vector<double> train_labels, test_labels;
-  for (int c = 0; c < 8; ++c) {
-    for (int i = 0; i < 10 + c; ++i) {
-      train_files.push_back("n0" + std::to_string(c) + "-breed" + std::to_string(c) + "/tr" + std::to_string(i) + ".png");
+  for (int c = 0; c < static_cast<int>(test_counts.size()); ++c) {
+    const std::string breed = "n0" + std::to_string(c) + "-breed" + std::to_string(c);
+    for (int i = 0; i < 10; ++i) {
+      train_files.push_back(breed + "/tr" + std::to_string(i) + ".png");
       train_labels.push_back(c + 1);
     }
-    for (int i = 0; i < 2; ++i) {
-      test_files.push_back("n0" + std::to_string(c) + "-breed" + std::to_string(c) + "/te" + std::to_string(i) + ".png");
+    for (int i = 0; i < test_counts[static_cast<size_t>(c)]; ++i) {
+      test_files.push_back(breed + "/te" + std::to_string(i) + ".png");
       test_labels.push_back(c + 1);
     }
   }
   for (auto* files : {&train_files, &test_files})
     for (const auto& f : *files) write_png(dir + "/Images/" + f, 0.3f);
-  auto write_list = [&](const std::string& name, const std::vector<std::string>& files, const std::vector<double>& labels) {
-    mat_t* mat = Mat_CreateVer((dir + "/" + name).c_str(), nullptr, MAT_FT_MAT5);
-    REQUIRE(mat != nullptr);
-    size_t dims[2] = {files.size(), 1};
-    matvar_t* cell = Mat_VarCreate("file_list", MAT_C_CELL, MAT_T_CELL, 2, dims, nullptr, 0);
-    for (size_t i = 0; i < files.size(); ++i) {
-      size_t sdims[2] = {1, files[i].size()};
-      matvar_t* s = Mat_VarCreate(nullptr, MAT_C_CHAR, MAT_T_UTF8, 2, sdims, const_cast<char*>(files[i].c_str()), 0);
-      Mat_VarSetCell(cell, static_cast<int>(i), s);
-    }
-    Mat_VarWrite(mat, cell, MAT_COMPRESSION_NONE);
-    Mat_VarFree(cell);
-    matvar_t* lab = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, const_cast<double*>(labels.data()), 0);
-    Mat_VarWrite(mat, lab, MAT_COMPRESSION_NONE);
-    Mat_VarFree(lab);
-    Mat_Close(mat);
-  };
-  write_list("train_list.mat", train_files, train_labels);
-  write_list("test_list.mat", test_files, test_labels);
+  write_dogs_list(dir + "/train_list.mat", train_files, train_labels);
+  write_dogs_list(dir + "/test_list.mat", test_files, test_labels);
+  return dir;
+}
 
-  // Flowers: 6 images, labels 1..3, ids split over trnid/valid/tstid.
-  const auto flowers = dir + "/flowers";
+/// Oxford Flowers-102: 6 images, labels 1..3, ids split over trnid/valid/tstid (1,3 / 2,4 / 5,6).
+std::string write_flowers(const std::string& flowers, bool with_splits) {
   for (int i = 1; i <= 6; ++i) {
     char name[32];
     std::snprintf(name, sizeof name, "image_%05d.jpg", i);
     fs::create_directories(flowers + "/jpg");
     nordf::save_png(flowers + "/jpg/" + name, torch::full({3, 4, 4}, 0.5f));  // PNG bytes: stb sniffs the content
   }
-  {
-    mat_t* mat = Mat_CreateVer((flowers + "/imagelabels.mat").c_str(), nullptr, MAT_FT_MAT5);
-    double labels[6] = {1, 1, 2, 2, 3, 3};
-    size_t dims[2] = {1, 6};
-    matvar_t* v = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, labels, 0);
-    Mat_VarWrite(mat, v, MAT_COMPRESSION_NONE);
-    Mat_VarFree(v);
-    Mat_Close(mat);
-    mat = Mat_CreateVer((flowers + "/setid.mat").c_str(), nullptr, MAT_FT_MAT5);
-    double trn[2] = {1, 3}, val[2] = {2, 4}, tst[2] = {5, 6};
-    size_t d2[2] = {1, 2};
-    for (auto kv : std::vector<std::pair<const char*, double*>>{{"trnid", trn}, {"valid", val}, {"tstid", tst}}) {
-      matvar_t* s = Mat_VarCreate(kv.first, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, d2, kv.second, 0);
-      Mat_VarWrite(mat, s, MAT_COMPRESSION_NONE);
-      Mat_VarFree(s);
-    }
-    Mat_Close(mat);
+  mat_t* mat = Mat_CreateVer((flowers + "/imagelabels.mat").c_str(), nullptr, MAT_FT_MAT5);
+  double labels[6] = {1, 1, 2, 2, 3, 3};
+  size_t dims[2] = {1, 6};
+  matvar_t* v = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, labels, 0);
+  Mat_VarWrite(mat, v, MAT_COMPRESSION_NONE);
+  Mat_VarFree(v);
+  Mat_Close(mat);
+  if (!with_splits) return flowers;
+  mat = Mat_CreateVer((flowers + "/setid.mat").c_str(), nullptr, MAT_FT_MAT5);
+  double trn[2] = {1, 3}, val[2] = {2, 4}, tst[2] = {5, 6};
+  size_t d2[2] = {1, 2};
+  for (auto kv : std::vector<std::pair<const char*, double*>>{{"trnid", trn}, {"valid", val}, {"tstid", tst}}) {
+    matvar_t* s = Mat_VarCreate(kv.first, MAT_C_DOUBLE, MAT_T_DOUBLE, 2, d2, kv.second, 0);
+    Mat_VarWrite(mat, s, MAT_COMPRESSION_NONE);
+    Mat_VarFree(s);
   }
+  Mat_Close(mat);
+  return flowers;
+}
 
+std::set<std::string> sources(const nordf::ImageDataset& d) {
+  std::set<std::string> out;
+  for (int64_t i = 0; i < d.size(); ++i) out.insert(d.source(i));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Stanford Dogs: the 5 breeds with most images over both lists, official test images", "[data][dogs]") {
+  // Every breed has 10 training images, as the official list has 100: only the test lists make the
+  // totals differ. Totals by label 1..8: 13 19 15 18 15 17 16 12, so the top 5 are labels 2, 4, 6,
+  // 7 and 3, which ties with 5 at 15 and wins by its lower index.
+  const auto dir = write_dogs(nordf_test::work_dir("dogs"), {3, 9, 5, 8, 5, 7, 6, 2});
+  const auto flowers = write_flowers(dir + "/flowers", true);
   nordf::SplitOptions o;
   auto split = nordf::stanford_dogs_split(dir, flowers, o);
-  CHECK(split.class_names == std::vector<std::string>{"n07-breed7", "n06-breed6", "n05-breed5", "n04-breed4", "n03-breed3"});
-  const int64_t id_total = 17 + 16 + 15 + 14 + 13;
-  CHECK(split.train->size() + split.val->size() + split.test->size() == id_total);
-  // Stratified 80/10/10 per class: round(0.8·n) training images of each class.
+  CHECK(split.class_names == std::vector<std::string>{"n01-breed1", "n03-breed3", "n05-breed5", "n06-breed6", "n02-breed2"});
+  REQUIRE(!split.notes.empty());
+  CHECK_THAT(split.notes[0], Catch::Contains("n01-breed1 (class 2, 19 images)") &&
+                                 Catch::Contains("n02-breed2 (class 3, 15 images)"));
+  // Train and val: the breeds' 10 training images each, 8 : 1 (fractions 0.8 / 0.1) → 9 / 1.
+  CHECK(split.train->size() == 45);
+  CHECK(split.val->size() == 5);
   std::map<int64_t, int64_t> per_class;
   for (int64_t i = 0; i < split.train->size(); ++i) per_class[split.train->label(i)]++;
-  CHECK(per_class[0] == 14);  // 17 images of breed7 → 14 / 2 / 1
-  CHECK(per_class[4] == 10);  // 13 images of breed3 → 10 / 1 / 2
+  for (int64_t c = 0; c < 5; ++c) CHECK(per_class[c] == 9);
+  // ID test: every test-list image of the breeds; none of them is in train or val.
+  CHECK(split.test->size() == 9 + 8 + 7 + 6 + 5);
+  auto train_val = sources(*split.train);
+  for (const auto& v : sources(*split.val)) train_val.insert(v);
+  for (const auto& t : sources(*split.test)) {
+    CHECK(train_val.count(t) == 0);
+    CHECK(t.find("/te") != std::string::npos);
+  }
+  for (const auto& t : train_val) CHECK(t.find("/tr") != std::string::npos);
+  // Near-OOD: the other breeds' test-list images only.
   REQUIRE(split.ood.size() == 2);
+  CHECK(split.ood[0].name == "stanford-dogs-unseen");
   CHECK(split.ood[0].near);
-  CHECK(split.ood[0].data->size() == 6);  // test images of breeds 0..2
+  CHECK(split.ood[0].data->size() == 3 + 5 + 2);
+  for (int64_t i = 0; i < split.ood[0].data->size(); ++i) {
+    const auto l = split.ood[0].data->label(i);
+    CHECK((l == 0 || l == 4 || l == 7));
+    CHECK(split.ood[0].data->source(i).find("/te") != std::string::npos);
+  }
+  // Far-OOD: Flowers-102's test split (ids 5, 6), or every image without setid.mat.
   CHECK_FALSE(split.ood[1].near);
-  CHECK(split.ood[1].data->size() == 6);
-  CHECK(split.ood[1].data->label(4) == 2);
-  // The same seed gives the same split; the ID classes come from the training list only.
+  CHECK(split.ood[1].data->size() == 2);
+  CHECK(split.ood[1].data->label(0) == 2);
+  fs::remove(flowers + "/setid.mat");
+  auto all_flowers = nordf::stanford_dogs_split(dir, flowers, o);
+  CHECK(all_flowers.ood[1].data->size() == 6);
+  CHECK_THAT(all_flowers.notes.back(), Catch::Contains("setid.mat' is absent"));
+  // The same seed gives the same split.
   auto again = nordf::stanford_dogs_split(dir, "", o);
   CHECK(again.train->source(0) == split.train->source(0));
+  CHECK(nordf::oxford_flowers(write_flowers(dir + "/flowers2", true), "val")->size() == 2);
+  REQUIRE_THROWS_WITH(nordf::oxford_flowers(dir + "/flowers2", "extra"), Catch::Contains("unknown part 'extra'"));
   REQUIRE_THROWS_WITH(nordf::oxford_flowers(dir + "/nowhere"), Catch::Contains("does not exist"));
+}
+
+TEST_CASE("Stanford Dogs: explicit ID breeds by index or name, and clear errors", "[data][dogs]") {
+  const auto dir = write_dogs(nordf_test::work_dir("dogs_ids"), {3, 9, 5, 8, 5, 7, 6, 2});
+  nordf::SplitOptions o;
+  o.id_classes = {"4", "2"};  // 1-based class indices, as in the lists
+  auto by_index = nordf::stanford_dogs_split(dir, "", o);
+  CHECK(by_index.class_names == std::vector<std::string>{"n03-breed3", "n01-breed1"});
+  CHECK(by_index.test->size() == 8 + 9);
+  CHECK(by_index.ood[0].data->size() == 3 + 5 + 5 + 7 + 6 + 2);
+  o.id_classes = {"breed7", "n00", "n05-breed5"};  // breed, synset, folder name
+  auto by_name = nordf::stanford_dogs_split(dir, "", o);
+  CHECK(by_name.class_names == std::vector<std::string>{"n07-breed7", "n00-breed0", "n05-breed5"});
+  CHECK(by_name.train->size() + by_name.val->size() == 30);
+  o.id_classes = {"poodle", "2"};
+  REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(dir, "", o),
+                      Catch::Contains("stanford-dogs: unknown class 'poodle'; use an index 1..8"));
+  o.id_classes = {"2", "9"};
+  REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(dir, "", o), Catch::Contains("unknown class '9'"));
+  o.id_classes.clear();
+  // A missing list, and a list naming a file that does not exist.
+  const auto broken = write_dogs(nordf_test::work_dir("dogs_broken"), {2, 2, 2, 2, 2, 2, 2});
+  fs::remove(broken + "/test_list.mat");
+  REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(broken, "", o), Catch::Contains("test_list.mat' does not exist"));
+  write_dogs_list(broken + "/test_list.mat", {"n00-breed0/te0.png", "n00-breed0/gone.png"}, {1, 1});
+  REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(broken, "", o),
+                      Catch::Contains("lists 'n00-breed0/gone.png', which does not exist"));
+  o.skip_corrupt = true;  // dropped and counted instead
+  auto skipped = nordf::stanford_dogs_split(broken, "", o);
+  CHECK(skipped.skipped_files.size() == 1);
 }
 
 TEST_CASE("pair sampler: rate, fresh partners each epoch, reproducible", "[data]") {
