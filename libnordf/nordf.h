@@ -41,3 +41,8 @@
 #include <libnordf/saliency/render.h>
 #include <libnordf/saliency/report.h>
 #include <libnordf/saliency/saliency.h>
+
+#include <libnordf/experiment/config.h>
+#include <libnordf/experiment/experiment.h>
+
+#include <libnordf/study/study.h>

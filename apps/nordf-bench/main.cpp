@@ -17,6 +17,7 @@ int run(int argc, char** argv) {
   using nlohmann::json;
   CLI::App app{"nordf-bench: time the NORD-F training step on random data"};
   nordf::app::ConfigFlags flags(app);
+  nordf::app::add_version_flag(app);
   int64_t steps = 20, warmup = 3;
   app.add_option("--steps", steps, "timed steps");
   app.add_option("--warmup", warmup, "untimed steps first");
@@ -25,20 +26,20 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  json config = nordf::app::default_config();
+  json config = json::parse(nordf::experiment::default_config());
   flags.apply(config);
-  const auto threads = config["run"]["threads"].get<int64_t>();
-  nordf::app::configure_threads(threads);
-  const auto device = nordf::app::make_device(config["run"]["device"]);
-  torch::manual_seed(config["run"]["seed"].get<int64_t>());
-
-  auto model = nordf::app::make_model(config, 5, [](const std::string& s) { fmt::print(stderr, "{}\n", s); });
+  const auto text = config.dump();
+  nordf::experiment::validate_config(text, "configuration");
+  nordf::experiment::configure_threads(config["run"]["threads"].get<int64_t>());
+  const auto device = nordf::experiment::make_device(config["run"]["device"]);
+  const auto log = [](const std::string& s) { fmt::print(stderr, "{}\n", s); };
+  auto model = nordf::experiment::make_model(text, 5, log);
   model->to(device);
   model->train();
-  auto recon = nordf::app::make_recon(config, [](const std::string& s) { fmt::print(stderr, "{}\n", s); });
+  auto recon = nordf::experiment::make_recon_loss(text, log);
   recon->to(device);
-  const auto t = nordf::app::make_train_options(config);
-  nordf::NordFLoss loss(t.loss_weights, recon);
+  const auto t = nordf::experiment::make_train_options(text);
+  nordf::NordFLoss loss(t.loss_weights, recon, t.sim_eps);
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(t.lr));
 
   const int64_t n = config["train"]["batch_size"], s = model->options.image_size(), r = model->recon_size();
@@ -55,7 +56,7 @@ int run(int argc, char** argv) {
     auto terms = loss(out, targets);
     opt.zero_grad();
     terms.total.backward();
-    torch::nn::utils::clip_grad_norm_(model->parameters(), t.grad_clip_norm);  // as the Trainer does
+    if (t.grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), t.grad_clip_norm);  // as the Trainer
     opt.step();
   };
   for (int64_t i = 0; i < warmup; ++i) step();
@@ -71,11 +72,15 @@ int run(int argc, char** argv) {
   for (int64_t i = 0; i < steps; ++i) model->backbone->forward(both).sum().backward();
   sync();
   const double backbone_s = seconds_since(t0) / static_cast<double>(steps);
-  auto z = torch::randn({2 * n, model->decoder->options.in_channels(), model->feature_size(), model->feature_size()}, device);
-  t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < steps; ++i) model->decoder->forward(z).sum().backward();
-  sync();
-  const double decoder_s = seconds_since(t0) / static_cast<double>(steps);
+  double decoder_s = 0;
+  if (model->has_reconstruction()) {
+    auto z = torch::randn({2 * n, model->decoder->options.in_channels(), model->feature_size(), model->feature_size()},
+                          device);
+    t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) model->decoder->forward(z).sum().backward();
+    sync();
+    decoder_s = seconds_since(t0) / static_cast<double>(steps);
+  }
 
   // OOD metrics on a million scores (sort-based, O(n log n)).
   std::vector<double> id(500000), ood(500000);

@@ -1,27 +1,192 @@
-// nordf-plot: the nordf-basic run, then every plot: training curves, ROC curves and score
-// distributions (PNG and SVG under OUT/plots/), and the saliency stage (8 images by default).
-#include "../common/pipeline.h"
+// nordf-plot: the ablation study runner. Runs a grid of configurations × ID/OOD splits × seeds
+// (a built-in study or a --grid file) through libnordf's study component, then writes the summary
+// (mean ± sd over seeds, paired comparisons) and the cross-run plots. With --run DIR it plots one
+// finished nordf-basic run instead.
+#include "../common/run_config.h"
 
 #include <fmt/core.h>
 
-int main(int argc, char** argv) {
-  return nordf::app::main_guard(
-      argc, argv,
-      {"nordf-plot",
-       "nordf-plot: train (or --resume/--eval-only) NORD-F like nordf-basic, then plot training curves,\n"
-       "ROC curves and score distributions to OUT/plots/, and saliency maps of both branches to OUT/saliency/.",
-       "plot", nlohmann::json{{"saliency", {{"images", 8}}}}, [](const nordf::app::RunResult& run) {
-         const std::string dir = run.out + "/plots";
-         std::vector<std::string> files;
-         if (!run.history.empty()) files = nordf::report::plot_history(run.history, dir);
-         // The classification baselines and NORD-F's own scores that the evaluation ran.
-         std::vector<std::string> methods;
-         for (const char* m : {"msp", "energy", "mahalanobis", "knn", "vim", "nordf_sim", "nordf_recon", "nordf_fused"})
-           if (run.report.scores.count(m)) methods.push_back(m);
-         if (methods.empty())
-           for (const auto& kv : run.report.scores) methods.push_back(kv.first);
-         auto ood = nordf::report::plot_ood(run.report, methods, dir);
-         files.insert(files.end(), ood.begin(), ood.end());
-         fmt::print("plots: {} files in {}\n", files.size(), dir);
-       }});
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);
 }
+
+/// Plots of one finished run directory, from its files alone: training curves (history.json), ROC
+/// curves and score distributions (ood/metrics.json, ood/scores.csv).
+int plot_run(const std::string& dir) {
+  namespace fs = std::filesystem;
+  using nlohmann::json;
+  const auto status = nordf::experiment::read_status(dir);
+  if (status.state != "finished")
+    throw std::runtime_error("'" + dir + "' holds no finished run (run.json status: " +
+                             (status.state.empty() ? std::string("missing") : status.state) + ")");
+  const auto plots = (fs::path(dir) / "plots").string();
+  std::vector<nordf::EpochRecord> records;
+  for (const auto& e : nordf::app::read_json((fs::path(dir) / "history.json").string())) {
+    auto phase = [](const json& j) {
+      auto num = [](const json& v) { return v.is_null() ? NAN : v.get<double>(); };
+      nordf::PhaseStats s;
+      s.total = num(j.at("loss"));
+      s.sim = num(j.at("sim_loss"));
+      s.cls = num(j.at("cls_loss"));
+      s.rec = num(j.at("rec_loss"));
+      s.cls_accuracy = num(j.at("cls_accuracy"));
+      s.sim_accuracy = num(j.at("sim_accuracy"));
+      return s;
+    };
+    nordf::EpochRecord r;
+    r.epoch = e.at("epoch").get<int64_t>();
+    r.train = phase(e.at("train"));
+    r.val = phase(e.at("val"));
+    r.grl_weight = e.at("grl_weight").get<double>();
+    records.push_back(r);
+  }
+  std::vector<std::string> files;
+  if (!records.empty()) files = nordf::report::plot_history(records, plots);
+
+  nordf::ood::Report report;
+  const auto metrics = nordf::app::read_json((fs::path(dir) / "ood" / "metrics.json").string());
+  for (const auto& set : metrics.at("sets"))
+    if (set.at("role").get<std::string>() != "id") {
+      report.ood_sets.push_back(set.at("name").get<std::string>());
+      report.ood_near.push_back(set.at("role").get<std::string>() == "near");
+    }
+  const auto scores_path = (fs::path(dir) / "ood" / "scores.csv").string();
+  std::ifstream in(scores_path);
+  if (!in) throw std::runtime_error("cannot read '" + scores_path + "'");
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::istringstream ls(line);
+    std::string x;
+    while (std::getline(ls, x, ',')) f.push_back(x);
+    if (f.size() != 5) throw std::runtime_error("'" + scores_path + "': malformed line '" + line + "'");
+    report.scores[f[0]][f[1]].push_back(std::stod(f[4]));
+  }
+  std::vector<std::string> methods;
+  for (const char* m : {"msp", "energy", "mahalanobis", "knn", "vim", "nordf_sim", "nordf_recon", "nordf_fused"})
+    if (report.scores.count(m)) methods.push_back(m);
+  if (methods.empty())
+    for (const auto& kv : report.scores) methods.push_back(kv.first);
+  if (!methods.empty()) {
+    auto ood = nordf::report::plot_ood(report, methods, plots);
+    files.insert(files.end(), ood.begin(), ood.end());
+  }
+  fmt::print("plots: {} files in {}\n", files.size(), plots);
+  return 0;
+}
+
+int run(int argc, char** argv) {
+  using nlohmann::json;
+  CLI::App app{
+      "nordf-plot: run an ablation study (a grid of configurations x ID/OOD splits x seeds) and write\n"
+      "OUT/summary.md, OUT/summary.json and OUT/plots/. With no arguments: the quick study on Fashion-MNIST.\n"
+      "Configuration flags (--epochs, --train-per-class, ...) change the study's base configuration.",
+      "nordf-plot"};
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("nordf-plot: error: ") + e.what() + " (see --help)\n";
+  });
+  // Runs take their seeds and directories from the study.
+  nordf::app::ConfigFlags flags(app, {"--out", "--seed"});
+  std::string study = "quick", grid, out, shard = "1/1";
+  std::vector<uint64_t> seeds;
+  bool merge = false, retry = false, list = false;
+  auto* study_opt = app.add_option("--study", study, "built-in study: quick (default) or full")
+                        ->check(CLI::IsMember(nordf::study::builtin_names()));
+  app.add_option("--grid", grid, "grid file (JSON: base, points, splits, seeds, reference)")
+      ->check(CLI::ExistingFile)
+      ->excludes(study_opt);
+  app.add_option("--seeds", seeds, "seeds of every point (replaces the study's)");
+  app.add_option("--out", out, "study directory (default: runs/study-<name>-<timestamp>); re-run it to resume");
+  app.add_option("--shard", shard, "run only shard i of n (i/n, 1-based): every n-th run, for job arrays");
+  app.add_flag("--merge", merge, "build the summary and plots from --out's run directories alone, without running");
+  app.add_flag("--retry-failed", retry, "run again the runs recorded as failed");
+  app.add_flag("--list", list, "print the study's runs and their configurations, then exit");
+  std::string run_dir;
+  app.add_option("--run", run_dir, "plot one finished nordf-basic run directory instead of running a study")
+      ->check(CLI::ExistingDirectory);
+  nordf::app::add_version_flag(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!run_dir.empty()) return plot_run(run_dir);
+
+  if (merge) {
+    if (out.empty()) throw std::invalid_argument("--merge needs --out STUDY_DIR");
+    auto summary = nordf::study::summarize(out);
+    auto files = nordf::study::write_outputs(summary, out);
+    fmt::print("{}", summary.markdown());
+    fmt::print("study {}: {} of {} runs finished; {} files written to {}\n", summary.spec.name, summary.finished(),
+               summary.records.size(), files.size(), out);
+    return 0;
+  }
+
+  auto spec = grid.empty() ? nordf::study::builtin(study) : nordf::study::read_spec(grid);
+  if (!seeds.empty()) spec.seeds = seeds;
+  const auto patch = flags.patch();
+  if (!patch.empty()) nordf::study::override_base(spec, patch.dump(), "flags");
+  nordf::study::validate(spec, grid.empty() ? "study " + study : grid);
+
+  nordf::study::Options options;
+  {
+    const auto slash = shard.find('/');
+    try {
+      if (slash == std::string::npos) throw std::invalid_argument("");
+      size_t used = 0;
+      options.shard = std::stoll(shard.substr(0, slash), &used);
+      if (used != slash) throw std::invalid_argument("");
+      options.shards = std::stoll(shard.substr(slash + 1), &used);
+      if (used != shard.size() - slash - 1) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      throw std::invalid_argument("--shard '" + shard + "': expected i/n, for example 1/4");
+    }
+    if (options.shards < 1 || options.shard < 1 || options.shard > options.shards)
+      throw std::invalid_argument("--shard " + shard + ": expected i/n with 1 <= i <= n");
+  }
+  options.out_dir = out.empty() ? nordf::app::timestamped_dir("study-" + spec.name) : out;
+  options.retry_failed = retry;
+  options.stop = &g_stop;
+  options.log = [](const std::string& line) {
+    fmt::print("{}\n", line);
+    std::fflush(stdout);
+  };
+
+  // The per-run budget, from the first run's configuration.
+  const auto ids = nordf::study::runs(spec);
+  const auto first = json::parse(nordf::study::run_config(spec, ids.front(), options.out_dir));
+  const auto& d = first["data"];
+  fmt::print("per-run budget (base): {} px {}, {} epochs of batch {}; per class {} train / {} val / {} test images, "
+             "OOD sets capped at {}; {} seeds\n",
+             first["model"]["image_size"].get<int64_t>(), first["model"]["backbone"].get<std::string>(),
+             first["train"]["epochs"].get<int64_t>(), first["train"]["batch_size"].get<int64_t>(),
+             d["train_per_class"].get<int64_t>(), d["val_per_class"].get<int64_t>(), d["test_per_class"].get<int64_t>(),
+             d["ood_limit"].get<int64_t>(), spec.seeds.size());
+  if (list) {
+    for (const auto& id : ids)
+      fmt::print("{}\n{}\n", id.dir(), nordf::study::run_config(spec, id, options.out_dir));
+    return 0;
+  }
+  std::signal(SIGINT, on_sigint);
+  auto summary = nordf::study::run(spec, options);
+  std::signal(SIGINT, SIG_DFL);
+  fmt::print("\n{}", summary.markdown());
+  fmt::print("outputs: {}/summary.md, summary.json, plots/\n", options.out_dir);
+  return g_stop.load() ? 130 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return nordf::app::guarded("nordf-plot", [&] { return run(argc, argv); }); }

@@ -1,7 +1,10 @@
 #include <libnordf/ood/metrics.h>
 #include <libnordf/report/plots.h>
 
+#include <libnordf/data/image.h>
+
 #include <plplot/plplot.h>
+#include <stb_easy_font.h>
 
 #include <algorithm>
 #include <cmath>
@@ -68,6 +71,7 @@ class Canvas {
 
 // Colour-blind-safe palette (Okabe–Ito, then greys and two extra hues), cmap0 slots 1..kColours.
 constexpr int kColours = 12;
+constexpr int kBandSlot = 14;  // translucent copy of a palette colour for bands
 void set_palette() {
   const int rgb[kColours][3] = {{0, 114, 178},  {213, 94, 0},   {0, 158, 115}, {204, 121, 167},
                                 {230, 159, 0},  {86, 180, 233}, {120, 120, 120}, {0, 0, 0},
@@ -85,19 +89,32 @@ void check_series(const std::string& path, const std::vector<Series>& series, bo
   }
 }
 
-void legend(const std::vector<Series>& series) {
-  // Legend to the right of the plot: a coloured line and the label for each series.
-  plvpor(0.74, 0.99, 0.11, 0.9);
+/// Legend in the viewport (x0, x1, y0, y1): a coloured line (or marker) and the label per entry.
+void legend_entries(const std::vector<std::string>& labels, bool markers, double x0 = 0.74, double x1 = 0.99,
+                    double y0 = 0.11, double y1 = 0.9) {
+  plvpor(x0, x1, y0, y1);
   plwind(0, 1, 0, 1);
-  for (size_t i = 0; i < series.size(); ++i) {
-    const double y = 0.97 - 0.06 * static_cast<double>(i);
-    PLFLT lx[2] = {0.02, 0.14}, ly[2] = {y, y};
+  const double step = std::min(0.06, 0.95 / std::max<double>(1, static_cast<double>(labels.size())));
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const double y = 0.97 - step * static_cast<double>(i);
     plcol0(static_cast<PLINT>(1 + i % kColours));
-    plwidth(2.5);
-    plline(2, lx, ly);
+    if (markers) {
+      PLFLT mx[1] = {0.08}, my[1] = {y};
+      plpoin(1, mx, my, 17);
+    } else {
+      PLFLT lx[2] = {0.02, 0.14}, ly[2] = {y, y};
+      plwidth(2.5);
+      plline(2, lx, ly);
+    }
     plcol0(15);
-    plptex(0.17, y, 1, 0, 0, series[i].label.c_str());
+    plptex(0.17, y, 1, 0, 0, labels[i].c_str());
   }
+}
+
+void legend(const std::vector<Series>& series) {
+  std::vector<std::string> labels;
+  for (const auto& s : series) labels.push_back(s.label);
+  legend_entries(labels, false);
 }
 
 }  // namespace
@@ -108,6 +125,10 @@ void line_plot(const std::string& path, const std::vector<Series>& series, const
   for (const auto& s : series) {
     for (double v : s.x) x0 = std::min(x0, v), x1 = std::max(x1, v);
     for (double v : s.y) y0 = std::min(y0, v), y1 = std::max(y1, v);
+    for (double v : s.lo)
+      if (std::isfinite(v)) y0 = std::min(y0, v);
+    for (double v : s.hi)
+      if (std::isfinite(v)) y1 = std::max(y1, v);
   }
   if (o.ymin < o.ymax) y0 = o.ymin, y1 = o.ymax;
   if (x1 <= x0) x0 -= 0.5, x1 += 0.5;
@@ -121,6 +142,19 @@ void line_plot(const std::string& path, const std::vector<Series>& series, const
   plbox("bcnstg", 0, 0, "bcnstvg", 0, 0);
   pllab(o.xlabel.c_str(), o.ylabel.c_str(), o.title.c_str());
   for (size_t i = 0; i < series.size(); ++i) {
+    const auto& sr = series[i];
+    if (!sr.lo.empty() && sr.lo.size() == sr.x.size() && sr.hi.size() == sr.x.size()) {
+      // The band: the polygon hi(x) forward, lo(x) back, in the curve's colour at 20 % opacity.
+      std::vector<PLFLT> px(sr.x.begin(), sr.x.end()), py(sr.hi.begin(), sr.hi.end());
+      px.insert(px.end(), sr.x.rbegin(), sr.x.rend());
+      py.insert(py.end(), sr.lo.rbegin(), sr.lo.rend());
+      PLINT r, g, b;
+      PLFLT a;
+      plgcol0a(static_cast<PLINT>(1 + i % kColours), &r, &g, &b, &a);
+      plscol0a(kBandSlot, r, g, b, 0.2);
+      plcol0(kBandSlot);
+      plfill(static_cast<PLINT>(px.size()), px.data(), py.data());
+    }
     plcol0(static_cast<PLINT>(1 + i % kColours));
     plwidth(2.5);
     plline(static_cast<PLINT>(series[i].x.size()), series[i].x.data(), series[i].y.data());
@@ -158,6 +192,167 @@ void histogram_plot(const std::string& path, const std::vector<Series>& series, 
   po.ymin = 0;
   po.ymax = top * 1.05 + 1e-12;
   line_plot(path, curves, po);
+}
+
+void category_plot(const std::string& path, const std::vector<std::string>& categories,
+                   const std::vector<CategorySeries>& series, const PlotOptions& o) {
+  if (categories.empty() || series.empty()) throw std::invalid_argument("plot '" + path + "': no data");
+  double y0 = INFINITY, y1 = -INFINITY;
+  for (const auto& s : series) {
+    if (s.mean.size() != categories.size() || s.err.size() != categories.size())
+      throw std::invalid_argument("plot '" + path + "': series '" + s.label + "' does not have one value per category");
+    for (size_t i = 0; i < s.mean.size(); ++i)
+      if (std::isfinite(s.mean[i])) {
+        const double e = std::isfinite(s.err[i]) ? s.err[i] : 0;
+        y0 = std::min(y0, s.mean[i] - e), y1 = std::max(y1, s.mean[i] + e);
+      }
+  }
+  if (o.ymin < o.ymax) y0 = o.ymin, y1 = o.ymax;
+  if (!std::isfinite(y0)) y0 = 0, y1 = 1;
+  if (y1 <= y0) y0 -= 0.5, y1 += 0.5;
+  const double pad = o.ymin < o.ymax ? 0 : 0.08 * (y1 - y0);
+  const double n = static_cast<double>(categories.size());
+  std::lock_guard<std::mutex> lock(plplot_mutex());
+  Canvas canvas(path, o);
+  set_palette();
+  const double bottom = 0.3;  // room for the slanted category names
+  plvpor(0.09, 0.72, bottom, 0.9);
+  plcol0(15);
+  plwind(-0.5, n - 0.5, y0 - pad, y1 + pad);
+  plbox("bc", 1, 0, "bcnstvg", 0, 0);
+  pllab("", o.ylabel.c_str(), o.title.c_str());
+  const double width = 0.5, step = series.size() > 1 ? width / static_cast<double>(series.size() - 1) : 0;
+  for (size_t k = 0; k < series.size(); ++k) {
+    plcol0(static_cast<PLINT>(1 + k % kColours));
+    plwidth(2.0);
+    for (size_t i = 0; i < categories.size(); ++i) {
+      if (!std::isfinite(series[k].mean[i])) continue;
+      PLFLT x[1] = {static_cast<double>(i) - (series.size() > 1 ? width / 2 : 0) + step * static_cast<double>(k)};
+      PLFLT y[1] = {series[k].mean[i]};
+      const double e = std::isfinite(series[k].err[i]) ? series[k].err[i] : 0;
+      PLFLT lo[1] = {y[0] - e}, hi[1] = {y[0] + e};
+      plerry(1, x, lo, hi);
+      plpoin(1, x, y, 17);
+    }
+  }
+  // Category names, slanted down to the left from below each tick.
+  plvpor(0.09, 0.72, 0.0, bottom - 0.01);
+  plwind(-0.5, n - 0.5, 0, 1);
+  plcol0(15);
+  plschr(0, 0.9);
+  for (size_t i = 0; i < categories.size(); ++i)
+    plptex(static_cast<double>(i), 0.97, 1, -0.6, 1.0, categories[i].c_str());
+  plschr(0, 1.0);
+  std::vector<std::string> labels;
+  for (const auto& s : series) labels.push_back(s.label);
+  legend_entries(labels, true, 0.74, 0.99, bottom, 0.9);
+  canvas.finish();
+}
+
+void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& panels, int columns, const PlotOptions& o) {
+  if (panels.empty() || columns < 1) throw std::invalid_argument("plot '" + path + "': no panels");
+  const int rows = (static_cast<int>(panels.size()) + columns - 1) / columns;
+  std::lock_guard<std::mutex> lock(plplot_mutex());
+  Canvas canvas(path, o);
+  set_palette();
+  plssym(0, 0.45);
+  const double top = o.title.empty() ? 0.98 : 0.93;
+  const double cw = 1.0 / columns, rh = top / rows;
+  for (size_t p = 0; p < panels.size(); ++p) {
+    const auto& panel = panels[p];
+    const int r = static_cast<int>(p) / columns, c = static_cast<int>(p) % columns;
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (const auto& g : panel.groups) {
+      if (g.x.size() != g.y.size())
+        throw std::invalid_argument("plot '" + path + "': group '" + g.label + "' has x and y of different lengths");
+      for (size_t i = 0; i < g.x.size(); ++i)
+        if (std::isfinite(g.x[i]) && std::isfinite(g.y[i]))
+          x0 = std::min(x0, g.x[i]), x1 = std::max(x1, g.x[i]), y0 = std::min(y0, g.y[i]), y1 = std::max(y1, g.y[i]);
+    }
+    if (!std::isfinite(x0)) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
+    if (x1 <= x0) x0 -= 0.5, x1 += 0.5;
+    if (y1 <= y0) y0 -= 0.5, y1 += 0.5;
+    const double px = 0.05 * (x1 - x0), py = 0.05 * (y1 - y0);
+    const double vx0 = c * cw, vy1 = top - r * rh;
+    plvpor(vx0 + 0.07 * cw, vx0 + 0.72 * cw, vy1 - rh + 0.16 * rh, vy1 - 0.1 * rh);
+    plwind(x0 - px, x1 + px, y0 - py, y1 + py);
+    plcol0(15);
+    plbox("bcnst", 0, 0, "bcnstv", 0, 0);
+    pllab(panel.xlabel.c_str(), panel.ylabel.c_str(), panel.title.c_str());
+    for (size_t k = 0; k < panel.groups.size(); ++k) {
+      const auto& g = panel.groups[k];
+      if (g.x.empty()) continue;
+      plcol0(static_cast<PLINT>(1 + k % kColours));
+      plpoin(static_cast<PLINT>(g.x.size()), g.x.data(), g.y.data(), 17);
+    }
+    std::vector<std::string> labels;
+    for (const auto& g : panel.groups) labels.push_back(g.label);
+    legend_entries(labels, true, vx0 + 0.74 * cw, vx0 + 0.99 * cw, vy1 - rh + 0.16 * rh, vy1 - 0.1 * rh);
+  }
+  if (!o.title.empty()) {
+    plvpor(0, 1, top, 1);
+    plwind(0, 1, 0, 1);
+    plcol0(15);
+    plschr(0, 1.2);
+    plptex(0.5, 0.4, 1, 0, 0.5, o.title.c_str());
+    plschr(0, 1.0);
+  }
+  canvas.finish();
+}
+
+void labelled_montage(const std::string& path, const std::vector<std::vector<torch::Tensor>>& cells,
+                      const std::vector<std::string>& row_labels, const std::vector<std::string>& column_labels,
+                      int64_t cell) {
+  if (cells.empty() || cells.front().empty()) throw std::invalid_argument("montage '" + path + "': no images");
+  if (row_labels.size() != cells.size() || column_labels.size() != cells.front().size())
+    throw std::invalid_argument("montage '" + path + "': one label per row and per column is needed");
+  if (cell < 8) throw std::invalid_argument("montage '" + path + "': cells must be at least 8 px");
+  const int64_t scale = 2;  // stb_easy_font glyphs are about 7 px high
+  auto text_width = [&](const std::string& t) {
+    return static_cast<int64_t>(stb_easy_font_width(const_cast<char*>(t.c_str()))) * scale;
+  };
+  int64_t left = 0;
+  for (const auto& l : row_labels) left = std::max(left, text_width(l));
+  left += 12;
+  const int64_t header = 14 * scale, pad = 4;
+  const int64_t cols = static_cast<int64_t>(cells.front().size()), rows = static_cast<int64_t>(cells.size());
+  auto canvas = torch::ones({3, header + rows * (cell + pad), left + cols * (cell + pad)});
+  for (int64_t r = 0; r < rows; ++r) {
+    if (static_cast<int64_t>(cells[static_cast<size_t>(r)].size()) != cols)
+      throw std::invalid_argument("montage '" + path + "': rows differ in length");
+    for (int64_t c = 0; c < cols; ++c) {
+      const auto& img = cells[static_cast<size_t>(r)][static_cast<size_t>(c)];
+      if (img.dim() != 3 || img.size(0) != 3) throw std::invalid_argument("montage '" + path + "': cells must be 3×H×W");
+      auto resized = torch::nn::functional::interpolate(
+                         img.to(torch::kCPU, torch::kFloat).unsqueeze(0),
+                         torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{cell, cell}).mode(
+                             torch::kNearest))
+                         .squeeze(0);
+      canvas.narrow(1, header + r * (cell + pad), cell).narrow(2, left + c * (cell + pad), cell).copy_(resized);
+    }
+  }
+  // Text: stb_easy_font emits axis-aligned quads; fill each one, scaled, in black.
+  auto draw = [&](const std::string& text, int64_t x, int64_t y) {
+    std::vector<char> buffer(text.size() * 270 + 64);
+    unsigned char black[4] = {0, 0, 0, 255};
+    const int quads = stb_easy_font_print(0, 0, const_cast<char*>(text.c_str()), black, buffer.data(),
+                                          static_cast<int>(buffer.size()));
+    const auto* v = reinterpret_cast<const float*>(buffer.data());
+    for (int q = 0; q < quads; ++q) {
+      const float* a = v + q * 16;  // 4 vertices of (x, y, z, rgba) = 4 floats each
+      const float qx0 = std::min(a[0], a[8]), qx1 = std::max(a[0], a[8]);
+      const float qy0 = std::min(a[1], a[9]), qy1 = std::max(a[1], a[9]);
+      const int64_t px0 = x + static_cast<int64_t>(qx0 * scale), px1 = x + static_cast<int64_t>(qx1 * scale);
+      const int64_t py0 = y + static_cast<int64_t>(qy0 * scale), py1 = y + static_cast<int64_t>(qy1 * scale);
+      const int64_t cx0 = std::clamp<int64_t>(px0, 0, canvas.size(2)), cx1 = std::clamp<int64_t>(px1, 0, canvas.size(2));
+      const int64_t cy0 = std::clamp<int64_t>(py0, 0, canvas.size(1)), cy1 = std::clamp<int64_t>(py1, 0, canvas.size(1));
+      if (cx1 > cx0 && cy1 > cy0) canvas.narrow(1, cy0, cy1 - cy0).narrow(2, cx0, cx1 - cx0).zero_();
+    }
+  };
+  for (int64_t c = 0; c < cols; ++c) draw(column_labels[static_cast<size_t>(c)], left + c * (cell + pad), 4);
+  for (int64_t r = 0; r < rows; ++r)
+    draw(row_labels[static_cast<size_t>(r)], 4, header + r * (cell + pad) + cell / 2 - 4 * scale);
+  save_png(path, canvas);
 }
 
 std::vector<std::string> plot_history(const std::vector<EpochRecord>& history, const std::string& dir) {

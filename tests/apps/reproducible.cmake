@@ -1,5 +1,6 @@
 # Runs COMMAND (a ;-list) twice, with --out OUT_DIR/a and OUT_DIR/b, and passes only if both
-# runs succeed and write the same history.json (wall-clock seconds aside) and ood/metrics.json.
+# runs succeed and write the same history.json (wall-clock seconds aside), steps.csv and
+# ood/metrics.json.
 file(REMOVE_RECURSE ${OUT_DIR})
 foreach(run a b)
   execute_process(COMMAND ${COMMAND} --out ${OUT_DIR}/${run} RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
@@ -9,7 +10,11 @@ foreach(run a b)
   file(READ ${OUT_DIR}/${run}/history.json history_${run})
   string(REGEX REPLACE "\"seconds\": [-+.0-9eE]+" "" history_${run} "${history_${run}}")
   file(READ ${OUT_DIR}/${run}/ood/metrics.json metrics_${run})
+  file(READ ${OUT_DIR}/${run}/steps.csv steps_${run})
 endforeach()
+if(NOT steps_a STREQUAL steps_b)
+  message(FATAL_ERROR "the same seed gave different training steps")
+endif()
 if(NOT history_a STREQUAL history_b)
   message(FATAL_ERROR "the same seed gave different training histories:\n${history_a}\n---\n${history_b}")
 endif()

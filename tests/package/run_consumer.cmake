@@ -12,6 +12,16 @@ foreach(f lib/cmake/nordf/nordfConfig.cmake lib/cmake/nordf/nordfConfigVersion.c
     message(FATAL_ERROR "install did not produce ${f}")
   endif()
 endforeach()
+# The installed apps find the installed library on their own (install RPATH), from any directory.
+foreach(app nordf-basic nordf-plot nordf-bench)
+  if(EXISTS ${WORK_DIR}/prefix/bin/${app})
+    execute_process(COMMAND ${WORK_DIR}/prefix/bin/${app} --help WORKING_DIRECTORY /
+      RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+    if(NOT rc EQUAL 0 OR NOT out MATCHES "${app}")
+      message(FATAL_ERROR "installed ${app} --help failed (exit ${rc}): ${err}")
+    endif()
+  endif()
+endforeach()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build
   -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE rc)
 if(rc)

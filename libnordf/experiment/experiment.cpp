@@ -1,0 +1,179 @@
+#include <libnordf/core/io.h>
+#include <libnordf/core/version.h>
+#include <libnordf/experiment/experiment.h>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <dlfcn.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+namespace nordf::experiment {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Writes OUT/run.json.
+void write_status(const std::string& out, const std::string& state, const std::string& error, double seconds,
+                  const json& extra = json::object()) {
+  json j{{"status", state},
+         {"seconds", seconds},
+         {"libnordf", NORDF_VERSION_STRING},
+         {"torch", TORCH_VERSION},
+         {"threads", torch::get_num_threads()}};
+  if (!error.empty()) j["error"] = error;
+  for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
+  write_file_atomic((fs::path(out) / "run.json").string(), j.dump(2) + "\n");
+}
+
+saliency::Report saliency_stage(const json& c, const std::string& config, NordF& model, const OpenSetSplit& split,
+                                const std::string& out) {
+  const int64_t n = c.at("saliency").at("images").get<int64_t>();
+  if (split.test->size() < n)
+    throw std::invalid_argument("saliency.images " + std::to_string(n) + ": the ID test split has only " +
+                                std::to_string(split.test->size()) + " images");
+  auto lo = make_loader_options(config, false);
+  lo.batch_size = n;
+  auto batch = ImageLoader(split.test, lo).pass().next();
+  saliency::ReportOptions so;
+  so.methods = c.at("saliency").at("methods").get<std::vector<std::string>>();
+  so.colormap = saliency::parse_colormap(c.at("saliency").at("colormap").get<std::string>());
+  so.curve.baseline = c.at("saliency").at("baseline").get<std::string>();
+  so.cam_layer = make_cam_layer(config, model);
+  so.randomisation = c.at("saliency").at("randomisation").get<bool>();
+  so.labels = batch->labels;
+  const double threshold = make_foreground_threshold(config);
+  if (threshold > 0) so.foreground = imagenet_denormalize(batch->images).amax(1, true) > threshold;
+  return saliency::write_report(model, batch->images, batch->targets, (fs::path(out) / "saliency").string(), so);
+}
+
+std::string describe_split(const OpenSetSplit& split) {
+  std::string s = fmt::format("data {}: {} classes, train {} / val {} / test {} images", split.name, split.num_classes(),
+                              split.train->size(), split.val->size(), split.test->size());
+  for (const auto& o : split.ood) s += fmt::format(", {} {} ({})", o.near ? "near-OOD" : "far-OOD", o.name, o.data->size());
+  return s;
+}
+
+}  // namespace
+
+void configure_threads(int64_t threads) {
+  torch::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::thread::hardware_concurrency()));
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
+}
+
+Status read_status(const std::string& out) {
+  const auto path = (fs::path(out) / "run.json").string();
+  Status s;
+  if (!fs::exists(path)) return s;
+  try {
+    const auto j = json::parse(read_file(path));
+    s.state = j.at("status").get<std::string>();
+    s.seconds = j.at("seconds").get<double>();
+    if (j.contains("error")) s.error = j.at("error").get<std::string>();
+  } catch (const json::exception& e) {
+    throw std::runtime_error("'" + path + "' is not a libnordf run status: " + e.what());
+  }
+  return s;
+}
+
+Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
+  const auto t0 = std::chrono::steady_clock::now();
+  validate_config(config_text, "config");
+  const json c = json::parse(config_text);
+  const LogFn log = hooks.log ? hooks.log : [](const std::string&) {};
+  Result result;
+  result.config = c.dump(2);
+  result.out = c.at("run").at("out").get<std::string>();
+  const auto& out = result.out;
+  if (out.empty()) throw std::invalid_argument("config: run.out: the output directory is empty");
+  const auto latest = (fs::path(out) / "checkpoints" / "latest.pt").string();
+  const bool has_run = fs::exists(fs::path(out) / "config.json");
+  const bool has_checkpoint = fs::exists(latest);
+  if (mode == Mode::kAuto) mode = has_checkpoint ? Mode::kResume : Mode::kNew;
+  if (mode == Mode::kNew && has_run && has_checkpoint)
+    throw std::invalid_argument("'" + out + "' already holds a run; resume it (--resume " + out +
+                                ") or choose another output directory");
+  if ((mode == Mode::kResume || mode == Mode::kEvalOnly) && !has_checkpoint)
+    throw std::runtime_error("'" + out + "' holds no checkpoint to resume (" + latest + " is missing)");
+
+  const double before = read_status(out).seconds;
+  configure_threads(c.at("run").at("threads").get<int64_t>());
+  const auto device = make_device(c.at("run").at("device").get<std::string>());
+  fs::create_directories(out);
+  write_status(out, "running", "", before);
+  try {
+    log(fmt::format("libnordf {} | device {} | {} threads | BLAS {}", NORDF_VERSION_STRING, device.str(),
+                    torch::get_num_threads(), loaded_blas_library()));
+    result.split = make_split(result.config);
+    auto& split = result.split;
+    log(describe_split(split));
+    for (const auto& note : split.notes) log("note: " + note);
+
+    result.model = make_model(result.config, split.num_classes(), log);
+    auto& model = result.model;
+    if (c.at("saliency").at("images").get<int64_t>() > 0) make_cam_layer(result.config, model);  // fails before training
+    auto recon = make_recon_loss(result.config, log);
+    int64_t params = 0;
+    for (auto& p : model->parameters()) params += p.numel();
+    log(fmt::format("model: {} backbone, {} px, branch width {}, {} parameters, output {}",
+                    c.at("model").at("backbone").get<std::string>(), model->options.image_size(),
+                    model->options.channels(), params, out));
+
+    const double rate = c.at("data").at("same_class_rate").get<double>();
+    auto train_loader = std::make_shared<PairLoader>(split.train, rate, make_loader_options(result.config, true));
+    auto val_loader = std::make_shared<PairLoader>(split.val, rate, make_loader_options(result.config, false));
+    auto options = make_train_options(result.config);
+    options.stop = hooks.stop;
+    options.on_progress = hooks.on_progress;
+    options.on_epoch = hooks.on_epoch;
+    Trainer trainer(model, recon, train_loader, val_loader, options);
+    if (mode != Mode::kNew) {
+      trainer.resume(latest);
+      log(fmt::format("{} {} after {} completed epochs", mode == Mode::kEvalOnly ? "evaluating" : "resumed from", latest,
+                      trainer.history().size()));
+    }
+    if (mode != Mode::kEvalOnly) {
+      auto fit = trainer.fit();
+      result.history = trainer.history();
+      result.steps = trainer.steps();
+      if (fit.interrupted) {
+        result.interrupted = true;
+        result.seconds = seconds_since(t0);
+        write_status(out, "interrupted", "", before + result.seconds);
+        return result;
+      }
+    }
+    result.history = trainer.history();
+    result.steps = trainer.steps();
+
+    const auto te = std::chrono::steady_clock::now();
+    result.report = ood::evaluate(model, split, make_eval_options(result.config));
+    log(fmt::format("OOD evaluation: {:.1f} s", seconds_since(te)));
+    for (const auto& s : result.report.skipped) log("note: OOD score " + s.first + " skipped: " + s.second);
+    if (c.at("saliency").at("images").get<int64_t>() > 0) {
+      const auto ts = std::chrono::steady_clock::now();
+      result.saliency = saliency_stage(c, result.config, model, split, out);
+      log(fmt::format("saliency: {:.1f} s", seconds_since(ts)));
+    }
+    result.seconds = seconds_since(t0);
+    write_status(out, "finished", "", before + result.seconds);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);
+    write_status(out, "failed", what, before + seconds_since(t0));
+    throw;
+  }
+  return result;
+}
+
+}  // namespace nordf::experiment

@@ -1,0 +1,79 @@
+#pragma once
+/// @file
+/// One experiment, end to end: configuration → data → model → training (or resume) → OOD
+/// evaluation → saliency. nordf-basic is this function plus printing; every run of a study is
+/// one call.
+
+#include <libnordf/experiment/config.h>
+#include <libnordf/saliency/report.h>
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace nordf::experiment {
+
+/// Callbacks of a run. All are optional.
+struct Hooks {
+  /// Human-readable lines: set sizes, notes on the protocol, the model, weights reports.
+  LogFn log;
+  std::function<void(const TrainProgress&)> on_progress;
+  std::function<void(const EpochRecord&)> on_epoch;
+  /// Polled after every training step; when it becomes true the run writes a checkpoint and
+  /// returns with `Result::interrupted`.
+  const std::atomic<bool>* stop = nullptr;
+};
+
+/// How `run` treats the output directory `run.out`.
+enum class Mode {
+  kNew,       ///< OUT must not hold a run yet (no OUT/config.json)
+  kResume,    ///< continue OUT's run from checkpoints/latest.pt, then evaluate
+  kEvalOnly,  ///< evaluate OUT's latest checkpoint without training
+  kAuto,      ///< kResume when OUT holds a checkpoint, otherwise kNew on a fresh directory
+};
+
+/// What a run produced.
+struct Result {
+  std::string config;  ///< the resolved configuration (JSON text), as in OUT/config.json
+  std::string out;
+  bool interrupted = false;  ///< stopped through `Hooks::stop`; resume with Mode::kResume
+  OpenSetSplit split;
+  NordF model{nullptr};
+  std::vector<EpochRecord> history;
+  std::vector<StepRecord> steps;
+  ood::Report report;        ///< empty when interrupted
+  saliency::Report saliency; ///< empty unless saliency.images > 0
+  double seconds = 0;        ///< wall time of this call
+};
+
+/// Runs the experiment a complete configuration (see `default_config`) describes, with `run.out`
+/// as its output directory, and writes there exactly:
+///  - config.json, history.json, steps.csv, checkpoints/ (by the `Trainer`);
+///  - ood/metrics.json, ood/scores.csv, ood/embedding.csv (by `ood::evaluate`);
+///  - saliency/ when saliency.images > 0 (by `saliency::write_report`, on the first images of the
+///    ID test split, so that every run of a configuration explains the same images);
+///  - run.json: the status ("running", "interrupted", "finished" or "failed" with the error), the
+///    wall time summed over every call, and the library, LibTorch and thread configuration.
+/// Scores whose branch the configuration leaves out or untrained (λ = 0) are skipped and listed
+/// in metrics.json with the reason. Sets LibTorch's intra-op threads from run.threads (0 = all
+/// cores) and OpenBLAS to one thread (see `configure_threads`).
+/// Throws `std::invalid_argument` on a bad configuration, `std::runtime_error` on a missing or
+/// corrupt file and `TrainingDiverged` when training meets more non-finite steps than allowed;
+/// once OUT exists, the error is first recorded in run.json.
+Result run(const std::string& config, Mode mode, const Hooks& hooks = {});
+
+/// The status of a run directory, from OUT/run.json.
+struct Status {
+  std::string state;  ///< "running", "interrupted", "finished", "failed", or "" when OUT holds no run.json
+  std::string error;  ///< the error of a failed run
+  double seconds = 0; ///< wall time summed over every call
+};
+/// Reads OUT/run.json. Throws `std::runtime_error` naming the file when it exists but is corrupt.
+Status read_status(const std::string& out);
+
+/// LibTorch intra-op threads (0 = all cores the OS reports) and single-threaded OpenBLAS, which
+/// otherwise starts its own threads on top of LibTorch's and oversubscribes the cores.
+void configure_threads(int64_t threads);
+
+}  // namespace nordf::experiment

@@ -1,0 +1,145 @@
+#include <libnordf/core/io.h>
+#include <libnordf/experiment/experiment.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+
+#include "experiment/tiny_config.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+namespace E = nordf::experiment;
+
+TEST_CASE("the default configuration is complete and valid", "[experiment]") {
+  const auto c = json::parse(E::default_config());
+  for (const char* section : {"data", "model", "train", "ood", "saliency", "run"}) CHECK(c.contains(section));
+  REQUIRE_NOTHROW(E::validate_config(E::default_config()));
+  CHECK(c["train"]["grad_clip"] == 5.0);
+  CHECK(c["train"]["sim_eps"] == 1e-3);
+  CHECK(c["train"]["huber_delta"] == 0.1);
+}
+
+TEST_CASE("merging checks keys and JSON types and names where they came from", "[experiment]") {
+  const auto d = E::default_config();
+  CHECK(json::parse(E::merge_config(d, R"({"train": {"epochs": 7}})", "f.json"))["train"]["epochs"] == 7);
+  CHECK(json::parse(E::merge_config(d, R"({"train": {"lr": 1}})", "f.json"))["train"]["lr"] == 1);  // int for a number
+  REQUIRE_THROWS_WITH(E::merge_config(d, R"({"train": {"epoch": 7}})", "f.json"),
+                      "f.json: unknown setting 'train.epoch'");
+  REQUIRE_THROWS_WITH(E::merge_config(d, R"({"train": {"epochs": "7"}})", "f.json"),
+                      "f.json: train.epochs: expected an integer, got \"7\"");
+  REQUIRE_THROWS_WITH(E::merge_config(d, R"({"train": {"epochs": 2.5}})", "f.json"),
+                      "f.json: train.epochs: expected an integer, got 2.5");
+  REQUIRE_THROWS_WITH(E::merge_config(d, R"({"model": 3})", "f.json"), Catch::Contains("model: expected an object"));
+  REQUIRE_THROWS_WITH(E::merge_config(d, "[1]", "f.json"), Catch::Contains("expected an object"));
+  REQUIRE_THROWS_WITH(E::merge_config(d, "{", "f.json"), Catch::Contains("f.json: not valid JSON"));
+  CHECK(json::parse(E::merge_config(d, R"({"saliency": {"cam_layer": 3}})", "x"))["saliency"]["cam_layer"] == 3);
+}
+
+TEST_CASE("validation names the setting and the reason", "[experiment]") {
+  auto bad = [](const char* patch) { return E::merge_config(E::default_config(), patch, "p"); };
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"model": {"backbone": "resnet50"}})"), "g.json"),
+                      Catch::StartsWith("g.json: model.backbone: 'resnet50' is not one of convnext_base"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"model": {"norm": "instance"}})")),
+                      "config: model.norm: 'instance' is not one of batch, group, layer, none");
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"images": 3}})")), Catch::Contains("must be even"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"ood": {"methods": ["msp", "ash"]}})")),
+                      Catch::Contains("ood.methods: 'ash' is not one of"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"train": {"sim_eps": 0.5}})")),
+                      Catch::Contains("train.sim_eps: expected a value in [0, 0.5)"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"train": {"lambda_sim": 0, "lambda_cls": 0, "lambda_rec": 0}})")),
+                      Catch::Contains("no loss term is left to train"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"id_classes": [1, 1]}})")), Catch::Contains("listed twice"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"fractions": [0.5, 0.5]}})")),
+                      Catch::Contains("3 fractions"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"cam_layer": "middle"}})")),
+                      Catch::Contains("saliency.cam_layer: expected auto, branch_input or a backbone layer index"));
+  // Weights whose branch is absent are ignored, not an error.
+  REQUIRE_NOTHROW(E::validate_config(bad(R"({"model": {"no_similarity": true, "no_reconstruction": true}})")));
+}
+
+TEST_CASE("a run writes exactly its files and records its status", "[experiment]") {
+  const auto out = nordf_test::work_dir("experiment_run");
+  auto r = E::run(nordf_test::tiny_run_config(out), E::Mode::kNew);
+  CHECK_FALSE(r.interrupted);
+  for (const char* f : {"config.json", "history.json", "steps.csv", "run.json", "checkpoints/latest.pt",
+                        "checkpoints/epoch-0001.pt", "ood/metrics.json", "ood/scores.csv", "ood/embedding.csv",
+                        "saliency/metrics.json", "saliency/classification/gradcam-1.png"})
+    CHECK(fs::exists(fs::path(out) / f));
+  const auto status = E::read_status(out);
+  CHECK(status.state == "finished");
+  CHECK(status.seconds > 0);
+  const auto metrics = json::parse(nordf::read_file(out + "/ood/metrics.json"));
+  CHECK(metrics["id_classes"].size() == 5);
+  CHECK(metrics["sets"][1]["role"] == "near");
+  CHECK(metrics["sets"][1]["name"] == "fashion-mnist-5-9");
+  CHECK(metrics["skipped"].empty());
+  CHECK(r.report.embedding.set.size() == 30);  // 10 points from each of the 3 evaluation sets
+  CHECK(r.report.embedding.sim_x.size() == 30);
+  // The same directory cannot start a new run; it resumes (nothing left to train) or re-evaluates.
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out), E::Mode::kNew), Catch::Contains("already holds a run"));
+  auto again = E::run(nordf_test::tiny_run_config(out), E::Mode::kEvalOnly);
+  CHECK(again.report.id_accuracy == r.report.id_accuracy);
+  CHECK(E::read_status(out).seconds > status.seconds);
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out + "-none"), E::Mode::kResume),
+                      Catch::Contains("holds no checkpoint"));
+}
+
+TEST_CASE("the no-similarity ablation evaluates, skipping the scores that need the branch", "[experiment]") {
+  const auto out = nordf_test::work_dir("experiment_no_sim");
+  auto r = E::run(nordf_test::tiny_run_config(out, {{"model", {{"no_similarity", true}}}}), E::Mode::kNew);
+  std::vector<std::string> evaluated, skipped;
+  for (const auto& m : r.report.methods) evaluated.push_back(m.method);
+  for (const auto& s : r.report.skipped) skipped.push_back(s.first);
+  CHECK(evaluated == std::vector<std::string>{"msp", "energy", "knn", "nordf_recon"});
+  CHECK(skipped == std::vector<std::string>{"nordf_sim", "nordf_fused"});
+  CHECK(r.report.embedding.sim_x.empty());
+  CHECK(fs::exists(out + "/saliency/classification"));
+}
+
+TEST_CASE("a cross-entropy-only run has no decoder and skips the reconstruction scores", "[experiment]") {
+  const auto out = nordf_test::work_dir("experiment_ce_only");
+  auto r = E::run(nordf_test::tiny_run_config(out, json::parse(R"({"model": {"no_similarity": true, "no_reconstruction": true},
+                                                                  "train": {"lambda_sim": 0, "lambda_rec": 0}})")),
+                  E::Mode::kNew);
+  CHECK_FALSE(r.model->has_reconstruction());
+  CHECK(r.report.methods.size() == 3);
+  CHECK(r.history[0].train.rec == 0);
+  // lambda_cls = 0: the classifier is untrained and its scores are skipped.
+  const auto out2 = nordf_test::work_dir("experiment_recon_only");
+  auto r2 = E::run(nordf_test::tiny_run_config(out2, json::parse(R"({"model": {"no_similarity": true},
+                                                                    "train": {"lambda_cls": 0}})")),
+                   E::Mode::kNew);
+  REQUIRE(r2.report.methods.size() == 1);
+  CHECK(r2.report.methods[0].method == "nordf_recon");
+}
+
+TEST_CASE("a failure is recorded in run.json and the error is rethrown", "[experiment]") {
+  const auto out = nordf_test::work_dir("experiment_fail");
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"model", {{"backbone_weights", "/nonexistent/w.pt"}}}}),
+                             E::Mode::kNew),
+                      Catch::Contains("/nonexistent/w.pt"));
+  const auto status = E::read_status(out);
+  CHECK(status.state == "failed");
+  CHECK_THAT(status.error, Catch::Contains("/nonexistent/w.pt"));
+}
+
+TEST_CASE("Fashion-MNIST ID classes are selectable by index or name", "[experiment][data]") {
+  const auto c = nordf_test::tiny_run_config("unused", {{"data", {{"id_classes", {0, "Pullover", 4, 6, "Bag"}}}}});
+  auto split = E::make_split(c);
+  CHECK(split.class_names == std::vector<std::string>{"T-shirt/top", "Pullover", "Coat", "Shirt", "Bag"});
+  REQUIRE(split.ood.size() == 2);
+  CHECK(split.ood[0].name == "fashion-mnist-1+3+5+7+9");
+  for (int64_t i = 0; i < split.ood[0].data->size(); ++i) {
+    const auto l = split.ood[0].data->label(i);
+    CHECK((l == 1 || l == 3 || l == 5 || l == 7 || l == 9));
+  }
+  for (int64_t i = 0; i < split.train->size(); ++i) CHECK(split.train->label(i) < 5);
+  CHECK(split.train->size() == 40);
+  REQUIRE_THROWS_WITH(E::make_split(nordf_test::tiny_run_config("x", {{"data", {{"id_classes", {0, "Parka"}}}}})),
+                      "fashion-mnist: unknown class 'Parka'; use an index 0..9 or a name such as 'Trouser' or 'Ankle boot'");
+  REQUIRE_THROWS_WITH(E::make_split(nordf_test::tiny_run_config("x", {{"data", {{"id_classes", {0, 10}}}}})),
+                      Catch::Contains("unknown class '10'"));
+}
