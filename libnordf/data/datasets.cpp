@@ -1,3 +1,4 @@
+#include <libnordf/core/io.h>
 #include <libnordf/data/dataset.h>
 #include <libnordf/data/image.h>
 #include <libnordf/data/sources.h>
@@ -7,10 +8,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <functional>
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -179,21 +182,46 @@ std::string index_ranges(std::vector<int64_t> v) {
 
 // ---- gzip-or-plain file reading --------------------------------------------------------------
 
-std::string read_maybe_gzip(const std::string& path) {
-  if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open '" + path + "'");
+/// The bytes of a file, inflated when it is gzip-compressed. A plain file is returned as it is
+/// (its size is real); a compressed one stops at `cap` bytes, so a gzip bomb cannot fill memory.
+std::string inflate_bounded(const std::string& bytes, size_t cap, const std::string& source) {
+  if (bytes.size() < 2 || static_cast<uint8_t>(bytes[0]) != 0x1f || static_cast<uint8_t>(bytes[1]) != 0x8b) return bytes;
+  z_stream z{};
+  if (inflateInit2(&z, 15 + 16) != Z_OK) throw std::runtime_error("cannot inflate '" + source + "': zlib failed to start");
   std::string out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  int err = 0;
-  const char* msg = gzerror(f, &err);
-  const bool failed = n < 0 || (err != Z_OK && err != Z_STREAM_END);
-  std::string why = failed && msg ? msg : "";
-  gzclose(f);
-  if (failed) throw std::runtime_error("cannot read '" + path + "': " + (why.empty() ? "corrupt or truncated" : why));
+  std::vector<char> buf(1 << 16);
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  z.avail_in = static_cast<uInt>(std::min<size_t>(bytes.size(), UINT32_MAX));
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    z.next_out = reinterpret_cast<Bytef*>(buf.data());
+    z.avail_out = static_cast<uInt>(buf.size());
+    rc = inflate(&z, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      const std::string why = rc == Z_BUF_ERROR ? "truncated" : (z.msg ? z.msg : "corrupt");
+      inflateEnd(&z);
+      throw std::runtime_error("cannot read '" + source + "': the gzip stream is " + why);
+    }
+    out.append(buf.data(), buf.size() - z.avail_out);
+    if (out.size() > cap) {
+      inflateEnd(&z);
+      throw std::runtime_error("'" + source + "' decompresses to more than the " + std::to_string(cap) +
+                               " bytes its contents can use (ReadLimits)");
+    }
+  }
+  inflateEnd(&z);
   return out;
+}
+
+std::string read_maybe_gzip(const std::string& path, size_t cap) {
+  if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
+  std::string bytes;
+  try {
+    bytes = read_file(path);
+  } catch (const std::exception&) {
+    throw std::runtime_error("cannot read '" + path + "'");
+  }
+  return inflate_bounded(bytes, cap, path);
 }
 
 uint32_t be32(const std::string& s, size_t off) {
@@ -201,37 +229,67 @@ uint32_t be32(const std::string& s, size_t off) {
          (uint32_t(uint8_t(s[off + 2])) << 8) | uint32_t(uint8_t(s[off + 3]));
 }
 
+/// The most bytes an IDX file's contents can have: its header plus max_elements.
+size_t idx_cap(const ReadLimits& limits, size_t header) {
+  return header + static_cast<size_t>(std::max<int64_t>(0, limits.max_elements));
+}
+
+/// A whole number in [lo, hi] spelled in full by `field`; nullopt otherwise.
+std::optional<int> csv_int(const std::string& field, int lo, int hi) {
+  size_t used = 0;
+  try {
+    const long v = std::stol(field, &used);
+    if (used == field.size() && v >= lo && v <= hi) return static_cast<int>(v);
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
-torch::Tensor read_idx_images(const std::string& path) {
-  const std::string data = read_maybe_gzip(path);
+torch::Tensor parse_idx_images(const std::string& bytes, const std::string& source, const ReadLimits& limits) {
+  const std::string data = inflate_bounded(bytes, idx_cap(limits, 16), source);
   if (data.size() < 16 || be32(data, 0) != 0x803)
-    throw std::runtime_error("'" + path + "' is not an IDX image file (magic 0x00000803)");
+    throw std::runtime_error("'" + source + "' is not an IDX image file (magic 0x00000803)");
   const int64_t n = be32(data, 4), h = be32(data, 8), w = be32(data, 12);
+  // Each factor is below 2^32, so h·w fits; n is checked against the cap by division.
+  if (h * w != 0 && n > limits.max_elements / (h * w))
+    throw std::runtime_error("IDX image file '" + source + "' claims " + std::to_string(n) + "×" + std::to_string(h) +
+                             "×" + std::to_string(w) + " bytes, more than ReadLimits::max_elements");
   if (static_cast<int64_t>(data.size()) - 16 != n * h * w)
-    throw std::runtime_error("IDX image file '" + path + "' is truncated: header says " + std::to_string(n) + "×" +
+    throw std::runtime_error("IDX image file '" + source + "' is truncated: header says " + std::to_string(n) + "×" +
                              std::to_string(h) + "×" + std::to_string(w) + " bytes, file holds " +
                              std::to_string(data.size() - 16));
   auto t = torch::empty({n, 1, h, w}, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), data.data() + 16, static_cast<size_t>(n * h * w));
+  if (n * h * w) std::memcpy(t.data_ptr<uint8_t>(), data.data() + 16, static_cast<size_t>(n * h * w));
   return t;
 }
 
-std::vector<int64_t> read_idx_labels(const std::string& path) {
-  const std::string data = read_maybe_gzip(path);
+std::vector<int64_t> parse_idx_labels(const std::string& bytes, const std::string& source, const ReadLimits& limits) {
+  const std::string data = inflate_bounded(bytes, idx_cap(limits, 8), source);
   if (data.size() < 8 || be32(data, 0) != 0x801)
-    throw std::runtime_error("'" + path + "' is not an IDX label file (magic 0x00000801)");
+    throw std::runtime_error("'" + source + "' is not an IDX label file (magic 0x00000801)");
   const int64_t n = be32(data, 4);
   if (static_cast<int64_t>(data.size()) - 8 != n)
-    throw std::runtime_error("IDX label file '" + path + "' is truncated: header says " + std::to_string(n) +
+    throw std::runtime_error("IDX label file '" + source + "' is truncated: header says " + std::to_string(n) +
                              " labels, file holds " + std::to_string(data.size() - 8));
   std::vector<int64_t> out(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = uint8_t(data[static_cast<size_t>(8 + i)]);
   return out;
 }
 
+torch::Tensor read_idx_images(const std::string& path, const ReadLimits& limits) {
+  if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
+  return parse_idx_images(read_file(path), path, limits);
+}
+
+std::vector<int64_t> read_idx_labels(const std::string& path, const ReadLimits& limits) {
+  if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
+  return parse_idx_labels(read_file(path), path, limits);
+}
+
 std::shared_ptr<ImageDataset> read_uci_digits(const std::string& path) {
-  const std::string text = read_maybe_gzip(path);
+  const std::string text = read_maybe_gzip(path, size_t(1) << 30);
   std::istringstream in(text);
   std::string line;
   std::vector<uint8_t> pixels;
@@ -243,11 +301,19 @@ std::shared_ptr<ImageDataset> read_uci_digits(const std::string& path) {
     std::istringstream ls(line);
     std::string field;
     std::vector<int> values;
-    while (std::getline(ls, field, ',')) values.push_back(std::stoi(field));
+    while (std::getline(ls, field, ',')) {
+      if (!field.empty() && field.back() == '\r') field.pop_back();
+      const bool pixel = values.size() < 64;
+      const auto v = csv_int(field, 0, pixel ? 16 : 9);
+      if (!v)
+        throw std::runtime_error("'" + path + "' line " + std::to_string(line_no) + ": '" + field.substr(0, 20) +
+                                 "' is not " + (pixel ? "a pixel value 0..16" : "a digit 0..9"));
+      values.push_back(*v);
+    }
     if (values.size() != 65)
       throw std::runtime_error("'" + path + "' line " + std::to_string(line_no) + ": expected 65 values, got " +
                                std::to_string(values.size()));
-    for (int k = 0; k < 64; ++k) pixels.push_back(static_cast<uint8_t>(std::clamp(values[k], 0, 16)));
+    for (int k = 0; k < 64; ++k) pixels.push_back(static_cast<uint8_t>(values[k]));
     labels.push_back(values[64]);
   }
   if (labels.empty()) throw std::runtime_error("'" + path + "' holds no digits");
@@ -496,6 +562,11 @@ struct MatFile {
           Mat_VarFree(v);
           throw std::runtime_error("'" + path + "': variable '" + name + "' is not numeric");
       }
+      if (!(std::abs(x) <= 9007199254740992.0)) {  // NaN, inf, or beyond exact integers (2^53)
+        Mat_VarFree(v);
+        throw std::runtime_error("'" + path + "': variable '" + name + "' holds " + std::to_string(x) +
+                                 ", which is not an index");
+      }
       out.push_back(static_cast<int64_t>(x));
     }
     Mat_VarFree(v);
@@ -568,26 +639,38 @@ std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root, const std:
   return std::make_shared<FileImageDataset>(paths, out_labels);
 }
 
+ImageList read_image_list(const std::string& mat_path) {
+  MatFile m(mat_path);
+  ImageList list;
+  list.files = m.strings("file_list");
+  list.labels = m.numbers("labels");
+  if (list.files.size() != list.labels.size())
+    throw std::runtime_error("'" + m.path + "': " + std::to_string(list.files.size()) + " files but " +
+                             std::to_string(list.labels.size()) + " labels");
+  for (size_t i = 0; i < list.labels.size(); ++i)
+    if (list.labels[i] < 1 || list.labels[i] > 100000)
+      throw std::runtime_error("'" + m.path + "': entry " + std::to_string(i) + " has label " +
+                               std::to_string(list.labels[i]) + " (labels are 1-based class indices)");
+  return list;
+}
+
 namespace {
 
 /// The images a Stanford Dogs list names, with 0-based labels. A listed file that does not exist
 /// is an error, or, with skip_corrupt, dropped and recorded.
 void read_dogs_list(const std::string& root, const std::string& file, bool skip, std::vector<std::string>& paths,
                     std::vector<int64_t>& labels, std::vector<std::string>& skipped) {
-  MatFile m(root + "/" + file);
-  auto files = m.strings("file_list");
-  auto l = m.numbers("labels");
-  if (files.size() != l.size())
-    throw std::runtime_error("'" + m.path + "': " + std::to_string(files.size()) + " files but " +
-                             std::to_string(l.size()) + " labels");
+  const auto mat = root + "/" + file;
+  const auto list = read_image_list(mat);
+  const auto& files = list.files;
+  const auto& l = list.labels;
   for (size_t i = 0; i < files.size(); ++i) {
     const auto path = root + "/Images/" + files[i];
-    if (l[i] < 1 || l[i] > 100000)
-      throw std::runtime_error("'" + m.path + "': entry " + std::to_string(i) + " has label " + std::to_string(l[i]) +
-                               " (labels are 1-based class indices)");
+    if (files[i].find("..") != std::string::npos || (!files[i].empty() && files[i][0] == '/'))
+      throw std::runtime_error("'" + mat + "' lists '" + files[i] + "', which points outside " + root + "/Images");
     if (!fs::is_regular_file(path)) {
       if (!skip)
-        throw std::runtime_error("'" + m.path + "' lists '" + files[i] + "', which does not exist under " + root +
+        throw std::runtime_error("'" + mat + "' lists '" + files[i] + "', which does not exist under " + root +
                                  "/Images");
       skipped.push_back(path);
       continue;

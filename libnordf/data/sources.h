@@ -2,6 +2,7 @@
 /// @file
 /// Dataset layouts: Fashion-MNIST (IDX), ImageFolder, Stanford Dogs, Oxford Flowers-102, UCI digits.
 
+#include <libnordf/core/limits.h>
 #include <libnordf/data/dataset.h>
 
 #include <string>
@@ -15,10 +16,28 @@ inline constexpr const char* kFashionMnistDefaultRoot = "/usr/share/datasets/fas
 inline constexpr const char* kUciDigitsDefaultPath = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
 
 /// Reads an IDX image file (magic 0x00000803, optionally gzip-compressed) → uint8 N×1×H×W.
-/// Throws `std::runtime_error` naming the file when it is missing, truncated or of another type.
-torch::Tensor read_idx_images(const std::string& path);
+/// The header's N·H·W is checked against `limits.max_elements` before anything is allocated, and
+/// decompression stops at the size the header declares. Throws `std::runtime_error` naming the
+/// file when it is missing, truncated, too large or of another type.
+torch::Tensor read_idx_images(const std::string& path, const ReadLimits& limits = {});
 /// Reads an IDX label file (magic 0x00000801, optionally gzip-compressed) → labels.
-std::vector<int64_t> read_idx_labels(const std::string& path);
+std::vector<int64_t> read_idx_labels(const std::string& path, const ReadLimits& limits = {});
+/// Same as `read_idx_images`, from the bytes of a file in memory; `source` names it in errors.
+torch::Tensor parse_idx_images(const std::string& bytes, const std::string& source, const ReadLimits& limits = {});
+/// Same as `read_idx_labels`, from the bytes of a file in memory.
+std::vector<int64_t> parse_idx_labels(const std::string& bytes, const std::string& source,
+                                      const ReadLimits& limits = {});
+
+/// A Stanford Dogs list file (train_list.mat, test_list.mat): its image paths, relative to
+/// Images/, and their 1-based class labels.
+struct ImageList {
+  std::vector<std::string> files;
+  std::vector<int64_t> labels;
+};
+/// Reads a Stanford Dogs list (.mat with the cell array file_list and the numbers labels).
+/// Throws `std::runtime_error` naming the file when it is missing, not a .mat file, lacks either
+/// variable, or they differ in length.
+ImageList read_image_list(const std::string& mat_path);
 
 /// Reads the UCI digits CSV (64 pixel values 0..16 then the digit, per line; gzip or plain)
 /// → dataset of 1×8×8 images scaled to [0, 1]. Throws `std::runtime_error` naming the file.

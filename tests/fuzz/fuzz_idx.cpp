@@ -1,0 +1,4 @@
+// libFuzzer entry point for nordf_fuzz::idx (see targets.h); built with -DNORDF_FUZZ=ON.
+#include "targets.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { return nordf_fuzz::idx(data, size); }
