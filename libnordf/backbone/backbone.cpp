@@ -1,6 +1,7 @@
 #include <libnordf/backbone/backbone.h>
 #include <libnordf/backbone/convnext.h>
 #include <libnordf/backbone/vgg.h>
+#include <libnordf/backbone/vit.h>
 #include <libnordf/core/registry.h>
 
 namespace nordf {
@@ -10,8 +11,9 @@ void Backbone::check_input(const torch::Tensor& images, bool whole) const {
               images.sizes());
   TORCH_CHECK(images.size(1) == 3, backbone_name_, ": expected 3 input channels, got ", images.size(1));
   if (whole) {
-    TORCH_CHECK(images.size(2) % 32 == 0 && images.size(3) % 32 == 0 && images.size(2) > 0 && images.size(3) > 0,
-                backbone_name_, ": height and width must be positive multiples of 32, got ", images.size(2), "×",
+    const int64_t r = reduction();
+    TORCH_CHECK(images.size(2) % r == 0 && images.size(3) % r == 0 && images.size(2) > 0 && images.size(3) > 0,
+                backbone_name_, ": height and width must be positive multiples of ", r, ", got ", images.size(2), "×",
                 images.size(3));
   } else {
     TORCH_CHECK(images.size(2) >= 32 && images.size(3) >= 32, backbone_name_,
@@ -81,6 +83,16 @@ BackboneRegistry& registry() {
       });
     }
     r.add("vgg16", [](const BackboneOptions& o) { return std::make_shared<VGG16>(o); });
+    for (const char* size : {"tiny", "small", "base"}) {
+      const std::string name = std::string("vit_") + size + "_patch16";
+      r.add(name, [name, size](const BackboneOptions& o) {
+        return std::make_shared<VisionTransformer>(name, vit_config(size), o);
+      });
+    }
+    // DeiT-S is ViT-S/16 (trained differently); its timm checkpoints share the layout.
+    r.add("deit_small_patch16", [](const BackboneOptions& o) {
+      return std::make_shared<VisionTransformer>("deit_small_patch16", vit_config("small"), o);
+    });
     return true;
   }();
   (void)filled;

@@ -20,10 +20,13 @@ struct BackboneOptions {
   TORCH_ARG(double, drop_path_rate) = 0.0;
   /// Initial value of ConvNeXt V1's per-channel layer scale (torchvision: 1e-6).
   TORCH_ARG(double, layer_scale_init) = 1e-6;
+  /// Input side the backbone is built for; only ViTs use it, to size their position embeddings
+  /// (0 = 224). Convolutional backbones take any side.
+  TORCH_ARG(int64_t, image_size) = 0;
 };
 
-/// A feature extractor: N×3×H×W float images (H, W multiples of 32) in, the final feature map
-/// N×C×H/32×W/32 out.
+/// A feature extractor: N×3×H×W float images (H, W multiples of `reduction()`: 32 for the
+/// convolutional backbones, 16 for the ViTs) in, the final feature map N×C×H/r×W/r out.
 ///
 /// A backbone is a flat sequence of `num_layers()` layers (torchvision's `features` children for
 /// vgg16 and ConvNeXt V1; downsample/stage pairs for ConvNeXt V2), so that perceptual losses and
@@ -32,9 +35,9 @@ struct BackboneOptions {
 /// and never chooses one itself.
 class Backbone : public torch::nn::Module {
  public:
-  /// Runs every layer. Input: N×3×H×W float; output N×out_channels()×H/32×W/32.
+  /// Runs every layer. Input: N×3×H×W float; output N×out_channels()×H/r×W/r, r = reduction().
   /// Throws c10::Error on a non-4-D or non-floating-point input, a channel count other than 3, or
-  /// H, W not multiples of 32.
+  /// H, W not multiples of r.
   torch::Tensor forward(const torch::Tensor& images);
 
   /// Runs layers up to the largest index in `layers` and returns the output of each requested
@@ -54,8 +57,13 @@ class Backbone : public torch::nn::Module {
   virtual int64_t out_channels() const = 0;
   /// Number of addressable layers.
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
-  /// Spatial reduction of the final map (always 32).
-  int64_t reduction() const { return 32; }
+  /// Spatial reduction of the final map: 32 for the convolutional backbones, the patch size (16)
+  /// for the ViTs. NordF's branches read an image_size / reduction() square map.
+  virtual int64_t reduction() const { return 32; }
+  /// Layer `layer`'s output as an N×C×h×w map (Grad-CAM explains maps): the output itself for the
+  /// convolutional backbones; a ViT's token layers drop the class token and reshape the patches
+  /// into their grid (of the last input).
+  virtual torch::Tensor layer_map(const torch::Tensor& output, int64_t layer) const { return output; }
   /// The registry name this backbone was built as (for example "convnextv2_atto").
   const std::string& backbone_name() const { return backbone_name_; }
 
@@ -67,6 +75,8 @@ class Backbone : public torch::nn::Module {
   void add_layer(ModuleHolder module) {
     layers_.push_back([module](const torch::Tensor& x) mutable { return module->forward(x); });
   }
+  /// Appends a layer given as a function (for layers that are not one module's forward).
+  void add_layer_fn(std::function<torch::Tensor(const torch::Tensor&)> fn) { layers_.push_back(std::move(fn)); }
 
  private:
   void check_input(const torch::Tensor& images, bool whole) const;
@@ -83,7 +93,8 @@ using BackboneFactory = std::function<std::shared_ptr<Backbone>(const BackboneOp
 std::shared_ptr<Backbone> make_backbone(const std::string& name, const BackboneOptions& options = {});
 
 /// Registered backbone names, sorted. Built-ins: convnext_{tiny,small,base},
-/// convnextv2_{atto,femto,pico,nano,tiny,base}, vgg16.
+/// convnextv2_{atto,femto,pico,nano,tiny,base}, vgg16, vit_{tiny,small,base}_patch16 and
+/// deit_small_patch16.
 std::vector<std::string> backbone_names();
 
 /// Adds (or replaces) a backbone under `name`.

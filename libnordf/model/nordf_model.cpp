@@ -4,8 +4,18 @@
 
 namespace nordf {
 
-NordFImpl::NordFImpl(const NordFOptions& opts)
-    : NordFImpl(make_backbone(opts.backbone(), opts.backbone_options()), opts) {}
+namespace {
+
+/// The backbone options with the model's input side (ViTs size their position embeddings by it).
+BackboneOptions sized(const NordFOptions& o) {
+  auto b = o.backbone_options();
+  if (b.image_size() == 0) b.image_size(o.image_size());
+  return b;
+}
+
+}  // namespace
+
+NordFImpl::NordFImpl(const NordFOptions& opts) : NordFImpl(make_backbone(opts.backbone(), sized(opts)), opts) {}
 
 NordFImpl::NordFImpl(std::shared_ptr<Backbone> bb, const NordFOptions& opts) : options(opts), backbone(std::move(bb)) {
   if (!backbone) throw std::invalid_argument("NordF: backbone is null");
@@ -13,9 +23,11 @@ NordFImpl::NordFImpl(std::shared_ptr<Backbone> bb, const NordFOptions& opts) : o
 }
 
 void NordFImpl::build() {
-  const int64_t s = options.image_size();
-  if (s <= 0 || s % 32 != 0)
-    throw std::invalid_argument("NordF: image_size must be a positive multiple of 32, got " + std::to_string(s));
+  const int64_t s = options.image_size(), r = backbone->reduction();
+  if (s <= 0 || s % r != 0)
+    throw std::invalid_argument("NordF: image_size must be a positive multiple of " + std::to_string(r) + " (" +
+                                backbone->backbone_name() + "'s reduction), got " + std::to_string(s));
+  feature_size_ = s / r;
   if (options.channels() <= 0)
     throw std::invalid_argument("NordF: channels must be positive, got " + std::to_string(options.channels()));
   recon_size_ = options.recon_size() > 0 ? options.recon_size() : s / 2;

@@ -18,7 +18,7 @@ namespace nordf {
 struct NordFOptions {
   TORCH_ARG(std::string, backbone) = "convnext_tiny";
   TORCH_ARG(BackboneOptions, backbone_options) = BackboneOptions();
-  /// Square input side; a multiple of 32.
+  /// Square input side; a multiple of the backbone's reduction (32, or 16 for a ViT).
   TORCH_ARG(int64_t, image_size) = 224;
   TORCH_ARG(int64_t, num_classes) = 5;
   /// Branch width after the 1×1 channel adapter.
@@ -82,8 +82,8 @@ class NordFImpl : public torch::nn::Module {
 
   /// Side of the reconstruction.
   int64_t recon_size() const { return recon_size_; }
-  /// Side of the feature map (image_size / 32).
-  int64_t feature_size() const { return options.image_size() / 32; }
+  /// Side of the feature map: image_size / the backbone's reduction (32, or 16 for a ViT).
+  int64_t feature_size() const { return feature_size_; }
   bool has_similarity() const { return !similarity.is_empty(); }
   bool has_reconstruction() const { return !decoder.is_empty(); }
 
@@ -98,6 +98,7 @@ class NordFImpl : public torch::nn::Module {
   void build();
   void check_images(const torch::Tensor& x, const char* what) const;
   int64_t recon_size_ = 0;
+  int64_t feature_size_ = 0;
 };
 TORCH_MODULE(NordF);
 

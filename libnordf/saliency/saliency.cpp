@@ -1,3 +1,4 @@
+#include <libnordf/backbone/vit.h>
 #include <libnordf/core/registry.h>
 #include <libnordf/saliency/saliency.h>
 
@@ -50,6 +51,10 @@ class ModelTarget : public Target {
     if (layer_ == kBranchInput) return head(f);
     return head(model_->adapter->forward(model_->backbone->forward_from(f, layer_ + 1)));
   }
+  torch::Tensor as_map(const torch::Tensor& f) const final {
+    return layer_ == kBranchInput ? f : model_->backbone->layer_map(f, layer_);
+  }
+  Backbone* backbone() const final { return model_->backbone.get(); }
 
  protected:
   /// N values from the adapted backbone features.
@@ -223,9 +228,11 @@ class GradCam : public Method {
   torch::Tensor explain(Target& t, const torch::Tensor& x) const override {
     check_images(x, pp_ ? "gradcam++" : "gradcam");
     torch::AutoGradMode on(true);
-    auto a = t.features(x.detach()).detach().requires_grad_(true);
-    auto y = t.from_features(a);
-    auto g = torch::autograd::grad({y.sum()}, {a})[0];
+    auto features = t.features(x.detach()).detach().requires_grad_(true);
+    auto y = t.from_features(features);
+    // A ViT's token layers become maps here: the reshape is linear, so it maps gradients alike.
+    auto g = t.as_map(torch::autograd::grad({y.sum()}, {features})[0]);
+    auto a = t.as_map(features.detach());
     torch::Tensor w;
     if (!pp_) {
       w = g.mean({2, 3}, true);
@@ -250,6 +257,27 @@ class GradCam : public Method {
   bool pp_;
 };
 
+/// Attention rollout of a ViT backbone: row 0 (the class token) of the rollout over the patches,
+/// upsampled. It explains the backbone's token mixing, whatever the target's head.
+class AttentionRollout : public Method {
+ public:
+  torch::Tensor explain(Target& t, const torch::Tensor& x) const override {
+    check_images(x, "attention_rollout");
+    auto* vit = dynamic_cast<VisionTransformer*>(t.backbone());
+    if (!vit)
+      throw std::invalid_argument("attention_rollout: needs a vision transformer backbone, got " +
+                                  (t.backbone() ? t.backbone()->backbone_name() : std::string("a target without one")));
+    torch::NoGradGuard g;
+    auto r = vit->attention_rollout(x.detach());
+    const int64_t h = x.size(2) / vit->reduction(), w = x.size(3) / vit->reduction();
+    auto map = r.select(1, 0).narrow(1, 1, h * w).reshape({x.size(0), 1, h, w});
+    return F::interpolate(map, F::InterpolateFuncOptions()
+                                   .size(std::vector<int64_t>{x.size(2), x.size(3)})
+                                   .mode(torch::kBilinear)
+                                   .align_corners(false));
+  }
+};
+
 using MethodRegistry = Registry<std::shared_ptr<Method>, const MethodOptions&>;
 
 MethodRegistry& registry() {
@@ -261,6 +289,7 @@ MethodRegistry& registry() {
     r.add("integrated_gradients", [](const MethodOptions& o) { return std::make_shared<IntegratedGradients>(o); });
     r.add("gradcam", [](const MethodOptions&) { return std::make_shared<GradCam>(false); });
     r.add("gradcam++", [](const MethodOptions&) { return std::make_shared<GradCam>(true); });
+    r.add("attention_rollout", [](const MethodOptions&) { return std::make_shared<AttentionRollout>(); });
     return true;
   }();
   (void)filled;
@@ -295,6 +324,7 @@ std::vector<torch::Tensor> probe_layers(NordF& model, const std::vector<int64_t>
   model->eval();
   auto outs = model->backbone->forward_layers(torch::zeros({1, 3, s, s}, p.options()), layers);
   model->train(was_training);
+  for (size_t i = 0; i < outs.size(); ++i) outs[i] = model->backbone->layer_map(outs[i], layers[i]);
   return outs;
 }
 

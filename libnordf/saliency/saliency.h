@@ -25,6 +25,12 @@ class Target {
   virtual torch::Tensor from_features(const torch::Tensor& features) = 0;
   /// N values from images: from_features(features(images)).
   torch::Tensor operator()(const torch::Tensor& images) { return from_features(features(images)); }
+  /// `features`' output (or a gradient of that shape) as an N×C×h×w map, which Grad-CAM weighs:
+  /// itself by default; a ViT's token layers as their patch grid.
+  virtual torch::Tensor as_map(const torch::Tensor& features) const { return features; }
+  /// The backbone the target runs through, for backbone-specific methods (attention rollout);
+  /// null for targets without one.
+  virtual Backbone* backbone() const { return nullptr; }
 };
 
 /// The layer whose output a target's `features` return (the layer Grad-CAM explains): the
@@ -96,6 +102,9 @@ using MethodFactory = std::function<std::shared_ptr<Method>(const MethodOptions&
 ///  - "gradcam++":       ReLU(Σ_k w_k A_k), w_k = Σ_ij α_kij·ReLU(g_kij), g = ∂f/∂A, with the
 ///                       per-position α_kij = g_kij² / (2g_kij² + (Σ_ab A_kab)·g_kij³) (0 where
 ///                       the denominator is 0) (Chattopadhyay et al., 2018, eq. 19)
+///  - "attention_rollout": row 0 of Π_l (½·Ā_l + ½·I) over the patches, upsampled (Abnar &
+///                       Zuidema, ACL 2020); ViT backbones only (std::invalid_argument otherwise)
+/// Grad-CAM and Grad-CAM++ on a ViT layer weigh its patch tokens reshaped into their grid.
 /// Throws `std::invalid_argument` listing the known names when `name` is unknown.
 std::shared_ptr<Method> make_method(const std::string& name, const MethodOptions& options = {});
 std::vector<std::string> method_names();

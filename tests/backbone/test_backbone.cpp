@@ -17,19 +17,22 @@ std::set<std::string> param_names(torch::nn::Module& m) {
 
 }  // namespace
 
-TEST_CASE("every registered backbone maps N×3×H×W to N×C×H/32×W/32", "[backbone]") {
+TEST_CASE("every registered backbone maps N×3×H×W to N×C×H/r×W/r, r = 32 or a ViT's 16", "[backbone]") {
   torch::NoGradGuard no_grad;
   const std::vector<std::string> expected = {"convnext_base",   "convnext_small",  "convnext_tiny",
                                              "convnextv2_atto", "convnextv2_base", "convnextv2_femto",
                                              "convnextv2_nano", "convnextv2_pico", "convnextv2_tiny",
-                                             "vgg16"};
+                                             "deit_small_patch16", "vgg16", "vit_base_patch16",
+                                             "vit_small_patch16", "vit_tiny_patch16"};
   REQUIRE(nordf::backbone_names() == expected);
   for (const auto& name : expected) {
     DYNAMIC_SECTION(name) {
       auto bb = nordf::make_backbone(name);
       bb->eval();
       auto y = bb->forward(torch::randn({2, 3, 64, 96}));
-      CHECK(y.sizes() == torch::IntArrayRef({2, bb->out_channels(), 2, 3}));
+      const int64_t r = bb->reduction();
+      CHECK(r == (name.rfind("vit", 0) == 0 || name.rfind("deit", 0) == 0 ? 16 : 32));
+      CHECK(y.sizes() == torch::IntArrayRef({2, bb->out_channels(), 64 / r, 96 / r}));
       CHECK(torch::isfinite(y).all().item<bool>());
       CHECK(bb->backbone_name() == name);
     }
