@@ -91,13 +91,14 @@ void check_series(const std::string& path, const std::vector<Series>& series, bo
 
 /// Legend in the viewport (x0, x1, y0, y1): a coloured line (or marker) and the label per entry.
 void legend_entries(const std::vector<std::string>& labels, bool markers, double x0 = 0.74, double x1 = 0.99,
-                    double y0 = 0.11, double y1 = 0.9) {
+                    double y0 = 0.11, double y1 = 0.9, const std::vector<int>& colours = {}) {
   plvpor(x0, x1, y0, y1);
   plwind(0, 1, 0, 1);
   const double step = std::min(0.06, 0.95 / std::max<double>(1, static_cast<double>(labels.size())));
   for (size_t i = 0; i < labels.size(); ++i) {
     const double y = 0.97 - step * static_cast<double>(i);
-    plcol0(static_cast<PLINT>(1 + i % kColours));
+    const int colour = i < colours.size() && colours[i] >= 0 ? colours[i] : static_cast<int>(i);
+    plcol0(static_cast<PLINT>(1 + colour % kColours));
     if (markers) {
       PLFLT mx[1] = {0.08}, my[1] = {y};
       plpoin(1, mx, my, 17);
@@ -111,10 +112,20 @@ void legend_entries(const std::vector<std::string>& labels, bool markers, double
   }
 }
 
-void legend(const std::vector<Series>& series) {
+/// The share of the page's width the plot keeps, leaving the rest (right) to a legend wide enough
+/// for its longest label.
+double plot_right(const std::vector<std::string>& labels, int width) {
+  size_t longest = 0;
+  for (const auto& l : labels) longest = std::max(longest, l.size());
+  // The labels start 17 % into the legend's box; about 14 px a character at the default size.
+  const double legend = std::clamp((24.0 + 14.0 * static_cast<double>(longest)) / 0.83 / std::max(width, 1), 0.18, 0.45);
+  return 0.98 - legend;
+}
+
+void legend(const std::vector<Series>& series, double right) {
   std::vector<std::string> labels;
   for (const auto& s : series) labels.push_back(s.label);
-  legend_entries(labels, false);
+  legend_entries(labels, false, right + 0.02, 0.99);
 }
 
 }  // namespace
@@ -134,9 +145,13 @@ void line_plot(const std::string& path, const std::vector<Series>& series, const
   if (x1 <= x0) x0 -= 0.5, x1 += 0.5;
   if (y1 <= y0) y0 -= 0.5, y1 += 0.5;
   const double pad = 0.05 * (y1 - y0);
+  std::vector<std::string> labels;
+  for (const auto& s : series) labels.push_back(s.label);
+  const double right = plot_right(labels, o.width);
   std::lock_guard<std::mutex> lock(plplot_mutex());
   Canvas canvas(path, o);
   set_palette();
+  plvpor(0.09, right, 0.11, 0.9);
   plcol0(15);
   plwind(x0, x1, o.ymin < o.ymax ? y0 : y0 - pad, o.ymin < o.ymax ? y1 : y1 + pad);
   plbox("bcnstg", 0, 0, "bcnstvg", 0, 0);
@@ -160,7 +175,7 @@ void line_plot(const std::string& path, const std::vector<Series>& series, const
     plline(static_cast<PLINT>(series[i].x.size()), series[i].x.data(), series[i].y.data());
     if (series[i].x.size() <= 30) plpoin(static_cast<PLINT>(series[i].x.size()), series[i].x.data(), series[i].y.data(), 17);
   }
-  legend(series);
+  legend(series, right);
   canvas.finish();
 }
 
@@ -212,11 +227,17 @@ void category_plot(const std::string& path, const std::vector<std::string>& cate
   if (y1 <= y0) y0 -= 0.5, y1 += 0.5;
   const double pad = o.ymin < o.ymax ? 0 : 0.08 * (y1 - y0);
   const double n = static_cast<double>(categories.size());
+  std::vector<std::string> labels;
+  for (const auto& s : series) labels.push_back(s.label);
+  const double right = plot_right(labels, o.width);
+  size_t longest = 0;
+  for (const auto& c : categories) longest = std::max(longest, c.size());
+  // Room below the axis for the category names, written vertically.
+  const double bottom = std::clamp((30.0 + 12.0 * static_cast<double>(longest)) / std::max(o.height, 1), 0.12, 0.5);
   std::lock_guard<std::mutex> lock(plplot_mutex());
   Canvas canvas(path, o);
   set_palette();
-  const double bottom = 0.3;  // room for the slanted category names
-  plvpor(0.09, 0.72, bottom, 0.9);
+  plvpor(0.11, right, bottom, 0.9);
   plcol0(15);
   plwind(-0.5, n - 0.5, y0 - pad, y1 + pad);
   plbox("bc", 1, 0, "bcnstvg", 0, 0);
@@ -235,17 +256,11 @@ void category_plot(const std::string& path, const std::vector<std::string>& cate
       plpoin(1, x, y, 17);
     }
   }
-  // Category names, slanted down to the left from below each tick.
-  plvpor(0.09, 0.72, 0.0, bottom - 0.01);
-  plwind(-0.5, n - 0.5, 0, 1);
+  // Category names below each position, written vertically, ending at the axis.
   plcol0(15);
-  plschr(0, 0.9);
   for (size_t i = 0; i < categories.size(); ++i)
-    plptex(static_cast<double>(i), 0.97, 1, -0.6, 1.0, categories[i].c_str());
-  plschr(0, 1.0);
-  std::vector<std::string> labels;
-  for (const auto& s : series) labels.push_back(s.label);
-  legend_entries(labels, true, 0.74, 0.99, bottom, 0.9);
+    plmtex("bv", 0.7, (static_cast<double>(i) + 0.5) / n, 1.0, categories[i].c_str());
+  legend_entries(labels, true, right + 0.02, 0.99, bottom, 0.9);
   canvas.finish();
 }
 
@@ -256,6 +271,7 @@ void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& pane
   Canvas canvas(path, o);
   set_palette();
   plssym(0, 0.45);
+  plschr(0, 0.75);
   const double top = o.title.empty() ? 0.98 : 0.93;
   const double cw = 1.0 / columns, rh = top / rows;
   for (size_t p = 0; p < panels.size(); ++p) {
@@ -274,7 +290,7 @@ void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& pane
     if (y1 <= y0) y0 -= 0.5, y1 += 0.5;
     const double px = 0.05 * (x1 - x0), py = 0.05 * (y1 - y0);
     const double vx0 = c * cw, vy1 = top - r * rh;
-    plvpor(vx0 + 0.07 * cw, vx0 + 0.72 * cw, vy1 - rh + 0.16 * rh, vy1 - 0.1 * rh);
+    plvpor(vx0 + 0.09 * cw, vx0 + 0.68 * cw, vy1 - rh + 0.17 * rh, vy1 - 0.12 * rh);
     plwind(x0 - px, x1 + px, y0 - py, y1 + py);
     plcol0(15);
     plbox("bcnst", 0, 0, "bcnstv", 0, 0);
@@ -282,12 +298,13 @@ void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& pane
     for (size_t k = 0; k < panel.groups.size(); ++k) {
       const auto& g = panel.groups[k];
       if (g.x.empty()) continue;
-      plcol0(static_cast<PLINT>(1 + k % kColours));
+      plcol0(static_cast<PLINT>(1 + (g.colour >= 0 ? g.colour : static_cast<int>(k)) % kColours));
       plpoin(static_cast<PLINT>(g.x.size()), g.x.data(), g.y.data(), 17);
     }
     std::vector<std::string> labels;
-    for (const auto& g : panel.groups) labels.push_back(g.label);
-    legend_entries(labels, true, vx0 + 0.74 * cw, vx0 + 0.99 * cw, vy1 - rh + 0.16 * rh, vy1 - 0.1 * rh);
+    std::vector<int> colours;
+    for (const auto& g : panel.groups) labels.push_back(g.label), colours.push_back(g.colour);
+    legend_entries(labels, true, vx0 + 0.70 * cw, vx0 + 0.99 * cw, vy1 - rh + 0.17 * rh, vy1 - 0.12 * rh, colours);
   }
   if (!o.title.empty()) {
     plvpor(0, 1, top, 1);
@@ -302,7 +319,7 @@ void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& pane
 
 void labelled_montage(const std::string& path, const std::vector<std::vector<torch::Tensor>>& cells,
                       const std::vector<std::string>& row_labels, const std::vector<std::string>& column_labels,
-                      int64_t cell) {
+                      int64_t cell, const std::string& title) {
   if (cells.empty() || cells.front().empty()) throw std::invalid_argument("montage '" + path + "': no images");
   if (row_labels.size() != cells.size() || column_labels.size() != cells.front().size())
     throw std::invalid_argument("montage '" + path + "': one label per row and per column is needed");
@@ -314,9 +331,10 @@ void labelled_montage(const std::string& path, const std::vector<std::vector<tor
   int64_t left = 0;
   for (const auto& l : row_labels) left = std::max(left, text_width(l));
   left += 12;
-  const int64_t header = 14 * scale, pad = 4;
+  const int64_t line = 12 * scale, header = (title.empty() ? 1 : 2) * line + 4, pad = 4;
   const int64_t cols = static_cast<int64_t>(cells.front().size()), rows = static_cast<int64_t>(cells.size());
-  auto canvas = torch::ones({3, header + rows * (cell + pad), left + cols * (cell + pad)});
+  const int64_t width = std::max(left + cols * (cell + pad), title.empty() ? 0 : text_width(title) + 8);
+  auto canvas = torch::ones({3, header + rows * (cell + pad), width});
   for (int64_t r = 0; r < rows; ++r) {
     if (static_cast<int64_t>(cells[static_cast<size_t>(r)].size()) != cols)
       throw std::invalid_argument("montage '" + path + "': rows differ in length");
@@ -349,7 +367,8 @@ void labelled_montage(const std::string& path, const std::vector<std::vector<tor
       if (cx1 > cx0 && cy1 > cy0) canvas.narrow(1, cy0, cy1 - cy0).narrow(2, cx0, cx1 - cx0).zero_();
     }
   };
-  for (int64_t c = 0; c < cols; ++c) draw(column_labels[static_cast<size_t>(c)], left + c * (cell + pad), 4);
+  if (!title.empty()) draw(title, 4, 4);
+  for (int64_t c = 0; c < cols; ++c) draw(column_labels[static_cast<size_t>(c)], left + c * (cell + pad), header - line);
   for (int64_t r = 0; r < rows; ++r)
     draw(row_labels[static_cast<size_t>(r)], 4, header + r * (cell + pad) + cell / 2 - 4 * scale);
   save_png(path, canvas);

@@ -28,6 +28,7 @@ struct CategorySeries {
 struct ScatterGroup {
   std::string label;
   std::vector<double> x, y;
+  int colour = -1;  ///< palette index (0 = the first colour, 6 = grey); −1 = the group's position
 };
 
 /// One panel of a scatter figure.
@@ -65,11 +66,12 @@ void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& pane
                   const PlotOptions& options);
 
 /// A grid of RGB images (3×H×W in [0, 1], any sizes; each resized to `cell` px square, nearest)
-/// with a label left of every row and above every column, written as a PNG (atomically).
-/// Throws `std::invalid_argument` on empty or ragged input or mismatched label counts.
+/// with a label left of every row and above every column, and an optional title line, written as
+/// a PNG (atomically). Throws `std::invalid_argument` on empty or ragged input or mismatched label
+/// counts.
 void labelled_montage(const std::string& path, const std::vector<std::vector<torch::Tensor>>& cells,
                       const std::vector<std::string>& row_labels, const std::vector<std::string>& column_labels,
-                      int64_t cell = 96);
+                      int64_t cell = 96, const std::string& title = "");
 
 /// Writes DIR/loss.{png,svg} (train and val total loss and each component per epoch) and
 /// DIR/accuracy.{png,svg} (classification and similarity-branch accuracy, GRL weight).

@@ -156,7 +156,7 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
     }
     for (const char* ext : {".png", ".svg"}) {
       report::PlotOptions o;
-      o.title = "Validation loss, split " + split + " (mean over seeds, band = ±1 sd)";
+      o.title = "Validation loss, split " + split + " (each point's own total; mean over seeds, band ±1 sd)";
       o.xlabel = "epoch";
       o.ylabel = "total validation loss";
       files.push_back((plots / ("curves-loss-" + tag + ext)).string());
@@ -171,8 +171,8 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
 
     // 2. AUROC per point with error bars (±1 sd over seeds), near and far.
     std::vector<std::string> names;
-    report::CategorySeries nn{"best NORD-F score, near-OOD", {}, {}}, nf{"best NORD-F score, far-OOD", {}, {}},
-        bn{"best baseline, near-OOD", {}, {}}, bf{"best baseline, far-OOD", {}, {}};
+    report::CategorySeries nn{"NORD-F score, near-OOD", {}, {}}, nf{"NORD-F score, far-OOD", {}, {}},
+        bn{"baseline, near-OOD", {}, {}}, bf{"baseline, far-OOD", {}, {}};
     auto add = [](report::CategorySeries& s, const Stat& st) {
       s.mean.push_back(st.n ? 100 * st.mean : kNaN);
       s.err.push_back(st.n ? 100 * st.sd : kNaN);
@@ -186,6 +186,8 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
     }
     for (const char* ext : {".png", ".svg"}) {
       report::PlotOptions o;
+      o.width = 1100;
+      o.height = 720;
       o.title = "OOD AUROC per point, split " + split + " (mean ± sd over seeds)";
       o.ylabel = "AUROC (%)";
       files.push_back((plots / ("auroc-" + tag + ext)).string());
@@ -222,6 +224,7 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
       rocs.push_back({"chance", {0.0, 1.0}, {0.0, 1.0}, {}, {}});
       for (const char* ext : {".png", ".svg"}) {
         report::PlotOptions o;
+        o.width = 1100;
         o.title = "Near-OOD ROC of each point's best score, split " + split + ", seed " +
                   std::to_string(sum.spec.seeds.front());
         o.xlabel = "false positive rate (ID flagged OOD)";
@@ -253,20 +256,23 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
         by_role.title = space + ": ID vs OOD";
         by_class.xlabel = by_role.xlabel = "PC 1";
         by_class.ylabel = by_role.ylabel = "PC 2";
-        for (size_t c = 0; c < classes.size(); ++c) by_class.groups.push_back({classes[c], {}, {}});
-        by_class.groups.push_back({"OOD (any class)", {}, {}});
-        by_role.groups = {{"ID test", {}, {}}, {"near-OOD", {}, {}}, {"far-OOD", {}, {}}};
+        // OOD first, in grey, so that the ID classes are drawn over it.
+        by_class.groups.push_back({"OOD", {}, {}, 6});
+        for (size_t c = 0; c < classes.size(); ++c)
+          by_class.groups.push_back({classes[c], {}, {}, static_cast<int>(c < 6 ? c : c + 1)});
+        by_role.groups = {{"far-OOD", {}, {}, 2}, {"near-OOD", {}, {}, 1}, {"ID test", {}, {}, 0}};
         for (const auto& p : points) {
           const double x = sim ? p.sim_x : p.cls_x, y = sim ? p.sim_y : p.cls_y;
           if (!std::isfinite(x)) continue;
-          const int k = role(p.set);
+          const int k = role(p.set);  // 0 ID, 1 near, 2 far
           auto& g = k == 0 && p.label >= 0 && p.label < static_cast<int64_t>(classes.size())
-                        ? by_class.groups[static_cast<size_t>(p.label)]
-                        : by_class.groups.back();
+                        ? by_class.groups[static_cast<size_t>(p.label) + 1]
+                        : by_class.groups.front();
           g.x.push_back(x);
           g.y.push_back(y);
-          by_role.groups[static_cast<size_t>(k)].x.push_back(x);
-          by_role.groups[static_cast<size_t>(k)].y.push_back(y);
+          auto& r = by_role.groups[static_cast<size_t>(2 - k)];
+          r.x.push_back(x);
+          r.y.push_back(y);
         }
         return std::vector<report::ScatterPanel>{by_class, by_role};
       };
@@ -308,10 +314,10 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
         if (method_used.empty()) method_used = method;
       }
       if (cells.empty()) continue;
-      for (size_t i = 0; i < cells.front().size(); ++i)
-        column_labels.push_back(method_used + ", test image " + std::to_string(i));
+      for (size_t i = 0; i < cells.front().size(); ++i) column_labels.push_back("image " + std::to_string(i + 1));
       files.push_back((plots / ("saliency-" + tag + "-" + branch + ".png")).string());
-      report::labelled_montage(files.back(), cells, row_labels, column_labels, 96);
+      report::labelled_montage(files.back(), cells, row_labels, column_labels, 96,
+                               method_used + ", " + branch + " branch, split " + split + ": the same ID test images");
     }
   }
   return files;

@@ -169,7 +169,7 @@ Spec builtin(const std::string& name) {
   if (name == "full") {
     s.description =
         "Every question of the seed note: the required points; reconstruction loss L1 vs MSE vs Huber vs perceptual; "
-        "backbone ConvNeXt V2 vs VGG16; batch norm vs group norm at batch 2 and at the default batch; GRL weight 0 "
+        "backbone ConvNeXt V2 vs VGG16 vs ViT-Tiny; batch norm vs group norm at batch 2 and at the default batch; GRL weight 0 "
         "vs the default vs a larger value with a ramp; on two Fashion-MNIST splits with 3 seeds and the default "
         "per-run budget.";
     s.base = R"({"saliency": {"images": 4, "methods": ["gradcam", "gradcam++"], "randomisation": false}})";
@@ -180,6 +180,11 @@ Spec builtin(const std::string& name) {
         {"recon-perceptual", R"({"model": {"recon_size": 32}, "train": {"recon_loss": "perceptual",
                                  "perceptual_network": "vgg16", "perceptual_layers": [3, 8]}})"},
         {"backbone-vgg16", R"({"model": {"backbone": "vgg16"}})"},
+        // Transformers from scratch want AdamW with weight decay and a warm-up (DeiT's recipe,
+        // scaled to this budget); 32 px gives a 2×2 token grid at patch 16.
+        {"backbone-vit-tiny", R"({"model": {"backbone": "vit_tiny_patch16"},
+                                  "train": {"optimizer": "adamw", "lr": 0.0005, "weight_decay": 0.05,
+                                            "warmup_epochs": 1}})"},
         {"norm-batch", R"({"model": {"norm": "batch"}})"},
         {"norm-batch-b2", R"({"model": {"norm": "batch"}, "train": {"batch_size": 2}})"},
         {"norm-group-b2", R"({"train": {"batch_size": 2}})"},
@@ -339,7 +344,9 @@ Summary run(const Spec& spec, const Options& options) {
       std::string best_method;
       for (const auto& m : result.report.methods)
         if (m.has_near && !(m.near_mean.auroc <= best)) best = m.near_mean.auroc, best_method = m.method;
-      outcome = fmt::format("finished, ID acc {:.2f} %, best near-OOD AUROC {:.2f} % ({})", 100 * result.report.id_accuracy,
+      const bool classifier = json::parse(config).at("train").at("lambda_cls").get<double>() > 0;
+      outcome = fmt::format("finished, ID acc {}, best near-OOD AUROC {:.2f} % ({})",
+                            classifier ? fmt::format("{:.2f} %", 100 * result.report.id_accuracy) : "— (no classifier loss)",
                             100 * best, best_method);
     } catch (const std::exception& e) {
       std::string what = e.what();
@@ -596,9 +603,11 @@ Summary summarize(const std::string& out_dir) {
       c.near_auroc = stat_of(dn);
       c.far_auroc = stat_of(df);
       c.id_accuracy = stat_of(da);
-      c.near_spread = std::max(mine.near_auroc.sd, ref_row->best_baseline.near_auroc.sd);
-      c.far_spread = std::max(mine.far_auroc.sd, ref_row->best_baseline.far_auroc.sd);
-      c.accuracy_spread = std::max(row.id_accuracy.sd, ref_row->id_accuracy.sd);
+      // The noise a difference must exceed: the larger seed sd of either point, or of the paired
+      // differences themselves.
+      c.near_spread = std::max({mine.near_auroc.sd, ref_row->best_baseline.near_auroc.sd, c.near_auroc.sd});
+      c.far_spread = std::max({mine.far_auroc.sd, ref_row->best_baseline.far_auroc.sd, c.far_auroc.sd});
+      c.accuracy_spread = std::max({row.id_accuracy.sd, ref_row->id_accuracy.sd, c.id_accuracy.sd});
       auto beyond = [](const Stat& d, double spread) { return d.n >= 2 && std::isfinite(d.mean) && std::abs(d.mean) > spread; };
       c.near_beyond_noise = beyond(c.near_auroc, c.near_spread);
       c.far_beyond_noise = beyond(c.far_auroc, c.far_spread);
@@ -649,8 +658,8 @@ std::string Summary::markdown() const {
         o << "\n### Paired by seed against " << spec.reference << "\n\n"
           << "Δ = the point's best score − " << spec.reference
           << "'s best baseline, per seed (percentage points). A difference is beyond noise when |mean Δ| exceeds "
-             "the larger seed sd of the two points, with at least 2 seeds; with so few seeds this is a screen, not "
-             "a significance test.\n\n"
+             "the spread: the largest of the two points' seed sds and the sd of the paired differences, with at "
+             "least 2 seeds. With so few seeds this is a screen, not a significance test.\n\n"
           << "| point | score vs reference | Δ near AUROC | spread | | Δ far AUROC | spread | | Δ ID acc | spread | |\n"
           << "|---|---|---|---|---|---|---|---|---|---|---|\n";
         any = true;

@@ -125,7 +125,8 @@ struct Comparison {
   std::string split, point;
   std::string method, reference_method;  ///< the point's best score, the reference's best baseline
   Stat near_auroc, far_auroc, id_accuracy;   ///< paired differences
-  double near_spread = NAN, far_spread = NAN, accuracy_spread = NAN;  ///< the larger seed sd of the two points
+  /// The noise to exceed: the largest of the two points' seed sds and the sd of the differences.
+  double near_spread = NAN, far_spread = NAN, accuracy_spread = NAN;
   /// |mean Δ| > spread with at least 2 paired seeds.
   bool near_beyond_noise = false, far_beyond_noise = false, accuracy_beyond_noise = false;
 };

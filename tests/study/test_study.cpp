@@ -227,8 +227,8 @@ TEST_CASE("the built-in studies are valid and hold the required points", "[study
   auto full = S::builtin("full");
   std::set<std::string> points;
   for (const auto& p : full.points) points.insert(p.name);
-  for (const char* p : {"recon-perceptual", "backbone-vgg16", "norm-batch", "norm-batch-b2", "norm-group-b2", "grl-0",
-                        "grl-0.1-ramp"})
+  for (const char* p : {"recon-perceptual", "backbone-vgg16", "backbone-vit-tiny", "norm-batch", "norm-batch-b2",
+                        "norm-group-b2", "grl-0", "grl-0.1-ramp"})
     CHECK(points.count(p));
   // Flags change the base of every point; a point's own overrides still win.
   auto quick = S::builtin("quick");
