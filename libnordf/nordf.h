@@ -43,6 +43,8 @@
 #include <libnordf/saliency/report.h>
 #include <libnordf/saliency/saliency.h>
 
+#include <libnordf/dist/distributed.h>
+
 #include <libnordf/experiment/config.h>
 #include <libnordf/experiment/experiment.h>
 

@@ -74,6 +74,9 @@ int run_pipeline(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_flag("--print-config", print_config, "print the resolved configuration and exit");
   app.add_flag("--eval-only", eval_only, "evaluate the run given by --resume without training");
+  int64_t nproc = 1;
+  app.add_option("--nproc", nproc, "train data-parallel as this many local processes (Gloo on loopback)")
+      ->check(CLI::Range(1, 256));
   add_version_flag(app);
   try {
     app.parse(argc, argv);
@@ -99,6 +102,13 @@ int run_pipeline(int argc, char** argv) {
     fmt::print("{}\n", config);
     return 0;
   }
+  if (nproc > 1) {
+    if (dist::environment().distributed())
+      throw std::invalid_argument("--nproc " + std::to_string(nproc) +
+                                  ": this process is already one rank of a job (RANK/WORLD_SIZE are set)");
+    return spawn_ranks("nordf-basic", argc, argv, nproc, c["run"]["out"].get<std::string>());
+  }
+  const bool rank0 = dist::environment().rank == 0;
 
   ProgressPrinter progress;
   experiment::Hooks hooks;
@@ -122,6 +132,7 @@ int run_pipeline(int argc, char** argv) {
   auto result = experiment::run(config, mode, hooks);
   std::signal(SIGINT, SIG_DFL);
   progress.finish_line();
+  if (!rank0) return result.interrupted ? 130 : 0;  // rank 0 reports for the job
   if (result.interrupted) {
     fmt::print(stderr, "interrupted: checkpoint written to {}/checkpoints/latest.pt; continue with --resume {}\n",
                result.out, result.out);

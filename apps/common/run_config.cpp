@@ -2,9 +2,18 @@
 
 #include <fmt/core.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <chrono>
+#include <thread>
+#include <cstring>
+#include <map>
 #include <ctime>
 #include <fstream>
 #include <optional>
@@ -107,6 +116,8 @@ ConfigFlags::ConfigFlags(CLI::App& app, const std::vector<std::string>& skip) {
   flag<double>(s, "--sim-eps", "/train/sim_eps", "epsilon of the similarity BCE, in [0, 0.5)");
   flag<int64_t>(s, "--max-nonfinite-steps", "/train/max_nonfinite_steps",
                 "skip up to this many NaN/inf steps before stopping (0 = stop at the first)");
+  flag<int64_t>(s, "--max-steps", "/train/max_steps",
+                "stop with a checkpoint after this many training steps of this invocation (0 = no limit)");
   flag<std::string>(s, "--recon-loss", "/train/recon_loss", "reconstruction loss", member(recon_loss_names()));
   flag<double>(s, "--huber-delta", "/train/huber_delta", "Huber delta");
   flag<std::string>(s, "--perceptual-network", "/train/perceptual_network", "perceptual feature network", member(backbone_names()));
@@ -179,6 +190,104 @@ std::string timestamped_dir(const std::string& prefix) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&now));
   return "runs/" + prefix + "-" + buf;
+}
+
+namespace {
+
+std::atomic<int> g_forward_signal{0};
+extern "C" void forward_signal(int sig) { g_forward_signal = sig; }
+
+/// A TCP port that is free on 127.0.0.1 now (bound to port 0, read back, released).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("--nproc: cannot open a socket to find a free port");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    throw std::runtime_error("--nproc: cannot find a free port on 127.0.0.1");
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace
+
+int spawn_ranks(const std::string& app, int argc, char** argv, int64_t nproc, const std::string& out) {
+  std::vector<std::string> args{"/proc/self/exe"};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--nproc" || a == "--out") {  // --out is replaced by the resolved directory
+      ++i;
+      continue;
+    }
+    if (a.rfind("--nproc=", 0) == 0 || a.rfind("--out=", 0) == 0) continue;
+    args.push_back(a);
+  }
+  args.push_back("--out");
+  args.push_back(out);
+  const std::string port = std::to_string(free_port());
+  std::map<pid_t, int64_t> ranks;
+  for (int64_t r = 0; r < nproc; ++r) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("--nproc: cannot start rank " + std::to_string(r));
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", port.c_str(), 1);
+      std::vector<char*> cargs;
+      for (auto& a : args) cargs.push_back(a.data());
+      cargs.push_back(nullptr);
+      ::execv("/proc/self/exe", cargs.data());
+      std::_Exit(127);
+    }
+    ranks[pid] = r;
+  }
+  // Ctrl-C reaches every rank (they agree on a step to stop at); SIGTERM is passed on too.
+  std::signal(SIGINT, forward_signal);
+  std::signal(SIGTERM, forward_signal);
+  int result = 0;
+  bool interrupted = false;
+  auto failed_at = std::chrono::steady_clock::time_point::max();
+  while (!ranks.empty()) {
+    if (const int sig = g_forward_signal.exchange(0)) {
+      interrupted = interrupted || sig == SIGINT;
+      for (const auto& [pid, r] : ranks) ::kill(pid, sig);
+    }
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) {
+      // A failed rank's peers notice on their next collective; stop them if they linger.
+      if (std::chrono::steady_clock::now() - failed_at > std::chrono::seconds(30))
+        for (const auto& [p, r] : ranks) ::kill(p, SIGTERM);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    const int64_t r = ranks.at(pid);
+    ranks.erase(pid);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code == 0 || (code == 130 && interrupted)) {
+      if (code == 130) result = result ? result : 130;
+      continue;
+    }
+    if (result == 0 || result == 130) {
+      result = code;
+      failed_at = std::chrono::steady_clock::now();
+      fmt::print(stderr, "{}: rank {} {}\n", app, r,
+                 WIFEXITED(status) ? "exited with code " + std::to_string(code)
+                                   : std::string("was killed by signal ") + std::to_string(WTERMSIG(status)));
+    }
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  return result;
 }
 
 ProgressPrinter::ProgressPrinter() : tty_(::isatty(STDERR_FILENO) == 1) {}

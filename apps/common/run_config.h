@@ -43,6 +43,13 @@ int guarded(const std::string& app, const std::function<int()>& body);
 /// "runs/<prefix>-YYYYmmdd-HHMMSS".
 std::string timestamped_dir(const std::string& prefix);
 
+/// Runs this program again as `nproc` local ranks of one data-parallel job (the arguments
+/// without --nproc, plus --out `out`, with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+/// MASTER_ADDR=127.0.0.1 and a free MASTER_PORT), forwards Ctrl-C to them and waits. When a rank
+/// fails, says which, and stops the others if they do not end by themselves. Returns the exit
+/// code: 0, 130 when interrupted, or the first failing rank's.
+int spawn_ranks(const std::string& app, int argc, char** argv, int64_t nproc, const std::string& out);
+
 /// Progress output on stderr: a bar with rate and ETA on a terminal, plain lines otherwise.
 class ProgressPrinter {
  public:

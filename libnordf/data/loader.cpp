@@ -243,8 +243,12 @@ namespace {
 void check_loader(const ImageDataset& data, const LoaderOptions& o, const char* what) {
   if (o.batch_size <= 0) throw std::invalid_argument(std::string(what) + ": batch size must be positive");
   if (data.size() == 0) throw std::invalid_argument(std::string(what) + ": the dataset is empty");
-  if (o.drop_last && o.batch_size > data.size())
+  if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards)
+    throw std::invalid_argument(std::string(what) + ": shard " + std::to_string(o.shard) + " of " +
+                                std::to_string(o.shards) + " does not exist");
+  if (o.drop_last && o.batch_size * o.shards > data.size())
     throw std::invalid_argument(std::string(what) + ": batch size " + std::to_string(o.batch_size) +
+                                (o.shards > 1 ? " × " + std::to_string(o.shards) + " ranks" : std::string()) +
                                 " is larger than the dataset (" + std::to_string(data.size()) + " images)");
 }
 
@@ -256,12 +260,12 @@ PairLoader::PairLoader(std::shared_ptr<const ImageDataset> data, double same_cla
 }
 
 int64_t PairLoader::num_batches() const {
-  const int64_t n = data_->size(), b = options_.batch_size;
+  const int64_t n = data_->size(), b = options_.batch_size * options_.shards;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
 PairBatch PairLoader::load_batch(const std::vector<PairIndex>& pairs, int64_t epoch, int64_t batch) const {
-  const int64_t begin = batch * options_.batch_size;
+  const int64_t begin = (batch * options_.shards + options_.shard) * options_.batch_size;
   const int64_t end = std::min<int64_t>(begin + options_.batch_size, static_cast<int64_t>(pairs.size()));
   std::vector<torch::Tensor> x1, x2, t1, t2;
   std::vector<int64_t> l1, l2;

@@ -96,16 +96,22 @@ struct LoaderOptions {
   bool augment = false;
   /// Drop the last incomplete batch.
   bool drop_last = false;
+  /// Data-parallel sharding of pair batches: step b of rank r loads pairs
+  /// [(b·shards + r)·batch_size, +batch_size) of the epoch's list, so the shards of a step are
+  /// disjoint and together form one global batch of batch_size·shards pairs. 0 / 1 = no sharding.
+  int64_t shard = 0, shards = 1;
 };
 
 /// Loads pair batches of an epoch: `PairSampler` pairs, transformed with per-image seeds
 /// derived from (seed, epoch, pair, side) so the content is independent of thread timing.
 class PairLoader {
  public:
-  /// Throws `std::invalid_argument` when the batch size is larger than the dataset (with
-  /// drop_last) or not positive.
+  /// Throws `std::invalid_argument` when the (global) batch size is larger than the dataset (with
+  /// drop_last) or not positive, or the shard is out of range.
   PairLoader(std::shared_ptr<const ImageDataset> data, double same_class_rate, const LoaderOptions& options);
   int64_t num_batches() const;
+  /// Pairs per step over all shards: batch_size × shards.
+  int64_t global_batch() const { return options_.batch_size * options_.shards; }
   /// Iterates the batches of `epoch` starting at batch `first_batch` (for resuming). The epoch
   /// owns what its workers read, so it may outlive the loader.
   class Epoch {

@@ -64,6 +64,7 @@ json defaults() {
         {"sim_eps", 1e-3},
         {"grad_clip", 5.0},
         {"max_nonfinite_steps", 0},
+        {"max_steps", 0},
         {"recon_loss", "l1"},
         {"huber_delta", 0.1},
         {"perceptual_network", "vgg16"},
@@ -93,7 +94,7 @@ json defaults() {
         {"cam_layer", "auto"},
         {"foreground_threshold", "auto"},
         {"randomisation", true}}},
-      {"run", {{"seed", 14}, {"threads", 0}, {"device", "cpu"}, {"out", ""}}}};
+      {"run", {{"seed", 14}, {"threads", 0}, {"device", "cpu"}, {"out", ""}, {"dist_timeout", 300}}}};
 }
 
 /// Settings that take either a word or a number ("auto" or a layer index, ...).
@@ -312,6 +313,7 @@ void validate(const json& c, const std::string& where) {
   k.number("train.sim_eps", 0, 0.5, false, true);
   k.number("train.grad_clip", 0, 1e12);
   k.integer("train.max_nonfinite_steps", 0);
+  k.integer("train.max_steps", 0);
   k.word("train.recon_loss", recon_loss_names());
   k.number("train.huber_delta", 0, 1e6, true);
   k.word("train.perceptual_network", backbone_names());
@@ -359,6 +361,7 @@ void validate(const json& c, const std::string& where) {
   k.integer("run.threads", 0, 4096);
   k.word("run.device", {"cpu", "cuda"});
   k.word("run.out");
+  k.integer("run.dist_timeout", 1, 86400);
 }
 
 json checked(const std::string& config) {
@@ -548,6 +551,7 @@ TrainOptions make_train_options(const std::string& config) {
   o.sim_eps = t.at("sim_eps").get<double>();
   o.grad_clip_norm = t.at("grad_clip").get<double>();
   o.max_nonfinite_steps = t.at("max_nonfinite_steps").get<int64_t>();
+  o.max_steps = t.at("max_steps").get<int64_t>();
   o.grl.kind = parse_grl_schedule(t.at("grl_schedule").get<std::string>());
   o.grl.weight = t.at("grl_weight").get<double>();
   o.checkpoint_every = t.at("checkpoint_every").get<int64_t>();

@@ -1,5 +1,6 @@
 #include <libnordf/core/io.h>
 #include <libnordf/core/version.h>
+#include <libnordf/dist/distributed.h>
 #include <libnordf/experiment/experiment.h>
 
 #include <fmt/core.h>
@@ -65,8 +66,9 @@ std::string describe_split(const OpenSetSplit& split) {
 
 }  // namespace
 
-void configure_threads(int64_t threads) {
-  torch::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::thread::hardware_concurrency()));
+void configure_threads(int64_t threads, int64_t processes) {
+  const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max<int64_t>(1, cores / std::max<int64_t>(1, processes))));
   using SetThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
 }
@@ -90,7 +92,6 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   const auto t0 = std::chrono::steady_clock::now();
   validate_config(config_text, "config");
   const json c = json::parse(config_text);
-  const LogFn log = hooks.log ? hooks.log : [](const std::string&) {};
   Result result;
   result.config = c.dump(2);
   result.out = c.at("run").at("out").get<std::string>();
@@ -100,20 +101,34 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   const bool has_run = fs::exists(fs::path(out) / "config.json");
   const bool has_checkpoint = fs::exists(latest);
   if (mode == Mode::kAuto) mode = has_checkpoint ? Mode::kResume : Mode::kNew;
-  if (mode == Mode::kNew && has_run && has_checkpoint)
+  if (mode == Mode::kNew && has_run && has_checkpoint && dist::environment().rank == 0)
     throw std::invalid_argument("'" + out + "' already holds a run; resume it (--resume " + out +
                                 ") or choose another output directory");
   if ((mode == Mode::kResume || mode == Mode::kEvalOnly) && !has_checkpoint)
     throw std::runtime_error("'" + out + "' holds no checkpoint to resume (" + latest + " is missing)");
 
-  const double before = read_status(out).seconds;
-  configure_threads(c.at("run").at("threads").get<int64_t>());
+  // Data parallel when launched as one of several ranks: the rendezvous comes first, before any
+  // rank looks at or writes into OUT. Rank 0 does all the writing; the others only train.
+  const auto env = dist::environment();
+  configure_threads(c.at("run").at("threads").get<int64_t>(), env.local_world_size);
   const auto device = make_device(c.at("run").at("device").get<std::string>());
-  fs::create_directories(out);
-  write_status(out, "running", "", before);
+  std::shared_ptr<dist::ProcessGroup> group;
+  if (env.distributed())
+    group = std::make_shared<dist::ProcessGroup>(
+        env, device, std::chrono::milliseconds(1000 * c.at("run").at("dist_timeout").get<int64_t>()));
+  const bool writer = env.rank == 0;
+  const LogFn log = writer && hooks.log ? hooks.log : [](const std::string&) {};
+  const double before = writer ? read_status(out).seconds : 0.0;
+  if (writer) {
+    fs::create_directories(out);
+    write_status(out, "running", "", before);
+  }
   try {
-    log(fmt::format("libnordf {} | device {} | {} threads | BLAS {}", NORDF_VERSION_STRING, device.str(),
-                    torch::get_num_threads(), loaded_blas_library()));
+    log(fmt::format("libnordf {} | device {} | {} threads | BLAS {}{}", NORDF_VERSION_STRING, device.str(),
+                    torch::get_num_threads(), loaded_blas_library(),
+                    group ? fmt::format(" | rank 0 of {} ({} at {}:{})", env.world_size, device.is_cuda() ? "NCCL" : "Gloo",
+                                        env.master_addr, env.master_port)
+                          : std::string()));
     result.split = make_split(result.config);
     auto& split = result.split;
     log(describe_split(split));
@@ -130,12 +145,26 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
                     model->options.channels(), params, out));
 
     const double rate = c.at("data").at("same_class_rate").get<double>();
-    auto train_loader = std::make_shared<PairLoader>(split.train, rate, make_loader_options(result.config, true));
+    auto train_options = make_loader_options(result.config, true);
+    train_options.shard = env.rank;
+    train_options.shards = env.world_size;
+    auto train_loader = std::make_shared<PairLoader>(split.train, rate, train_options);
     auto val_loader = std::make_shared<PairLoader>(split.val, rate, make_loader_options(result.config, false));
     auto options = make_train_options(result.config);
     options.stop = hooks.stop;
-    options.on_progress = hooks.on_progress;
-    options.on_epoch = hooks.on_epoch;
+    if (writer) {
+      options.on_progress = hooks.on_progress;
+      options.on_epoch = hooks.on_epoch;
+    }
+    options.group = group;
+    if (group) {
+      log(fmt::format("data parallel over {} ranks: {} pairs per rank and step, a global batch of {}; validation, "
+                      "evaluation and every output on rank 0",
+                      env.world_size, train_options.batch_size, train_loader->global_batch()));
+      if (c.at("model").at("norm") == "batch")
+        log("note: BatchNorm normalises each rank's own " + std::to_string(train_options.batch_size) +
+            " pairs (statistics are not synchronised across ranks); GroupNorm or LayerNorm do not depend on the batch");
+    }
     Trainer trainer(model, recon, train_loader, val_loader, options);
     if (mode != Mode::kNew) {
       trainer.resume(latest);
@@ -143,18 +172,27 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
                       trainer.history().size()));
     }
     if (mode != Mode::kEvalOnly) {
+      const auto tt = std::chrono::steady_clock::now();
       auto fit = trainer.fit();
       result.history = trainer.history();
       result.steps = trainer.steps();
+      if (group)
+        log(fmt::format("communication: {:.1f} s of {:.1f} s of training ({:.1f} %) in allreduces and broadcasts",
+                        group->communication_seconds(), seconds_since(tt),
+                        100 * group->communication_seconds() / std::max(1e-9, seconds_since(tt))));
       if (fit.interrupted) {
         result.interrupted = true;
         result.seconds = seconds_since(t0);
-        write_status(out, "interrupted", "", before + result.seconds);
+        if (writer) write_status(out, "interrupted", "", before + result.seconds);
         return result;
       }
     }
     result.history = trainer.history();
     result.steps = trainer.steps();
+    if (!writer) {  // the other ranks' part ends with training
+      result.seconds = seconds_since(t0);
+      return result;
+    }
 
     const auto te = std::chrono::steady_clock::now();
     result.report = ood::evaluate(model, split, make_eval_options(result.config));
@@ -170,7 +208,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   } catch (const std::exception& e) {
     std::string what = e.what();
     if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);
-    write_status(out, "failed", what, before + seconds_since(t0));
+    if (writer) write_status(out, "failed", what, before + seconds_since(t0));
     throw;
   }
   return result;

@@ -56,7 +56,14 @@ struct Result {
 ///  - run.json: the status ("running", "interrupted", "finished" or "failed" with the error), the
 ///    wall time summed over every call, and the library, LibTorch and thread configuration.
 /// Scores whose branch the configuration leaves out or untrained (λ = 0) are skipped and listed
-/// in metrics.json with the reason. Sets LibTorch's intra-op threads from run.threads (0 = all
+/// in metrics.json with the reason.
+///
+/// Launched as one rank of several (`dist::environment()`: RANK/WORLD_SIZE/MASTER_ADDR/…, or
+/// SLURM's variables), the run trains data-parallel over a `dist::ProcessGroup` (rendezvous first,
+/// timeout run.dist_timeout seconds): each rank loads its shard of every global batch of
+/// train.batch_size × world size pairs and the gradients are averaged. Rank 0 validates, writes
+/// every file and evaluates; the other ranks return after training, with an empty report. Resuming
+/// reads OUT/checkpoints/latest.pt on every rank, so OUT must be on a shared file system. Sets LibTorch's intra-op threads from run.threads (0 = all
 /// cores) and OpenBLAS to one thread (see `configure_threads`).
 /// Throws `std::invalid_argument` on a bad configuration, `std::runtime_error` on a missing or
 /// corrupt file and `TrainingDiverged` when training meets more non-finite steps than allowed;
@@ -72,8 +79,9 @@ struct Status {
 /// Reads OUT/run.json. Throws `std::runtime_error` naming the file when it exists but is corrupt.
 Status read_status(const std::string& out);
 
-/// LibTorch intra-op threads (0 = all cores the OS reports) and single-threaded OpenBLAS, which
-/// otherwise starts its own threads on top of LibTorch's and oversubscribes the cores.
-void configure_threads(int64_t threads);
+/// LibTorch intra-op threads (0 = the cores the OS reports, shared among `processes` on this
+/// machine) and single-threaded OpenBLAS, which otherwise starts its own threads on top of
+/// LibTorch's and oversubscribes the cores.
+void configure_threads(int64_t threads, int64_t processes = 1);
 
 }  // namespace nordf::experiment

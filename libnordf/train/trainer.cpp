@@ -1,4 +1,5 @@
 #include <libnordf/core/io.h>
+#include <libnordf/dist/distributed.h>
 #include <libnordf/train/schedule.h>
 #include <libnordf/train/trainer.h>
 
@@ -217,6 +218,21 @@ Trainer::Trainer(NordF model, std::shared_ptr<ReconstructionLoss> recon_loss, st
   } else {
     optimizer_ = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay));
   }
+  if (options_.max_steps < 0) throw std::invalid_argument("Trainer: max_steps must be ≥ 0");
+  // Every rank starts from rank 0's weights.
+  if (options_.group) dist::broadcast_module(*options_.group, *model_);
+}
+
+bool Trainer::writer() const { return !options_.group || options_.group->rank() == 0; }
+
+int64_t Trainer::pairs_per_step() const { return train_->global_batch(); }
+
+bool Trainer::agreed_stop() const {
+  bool stop = options_.stop && options_.stop->load();
+  if (!options_.group) return stop;
+  auto t = torch::tensor({stop ? 1.0 : 0.0}, torch::kDouble);
+  options_.group->sum(t);
+  return t.item<double>() > 0;
 }
 
 double Trainer::progress(int64_t epoch, int64_t step) const {
@@ -243,8 +259,30 @@ void Trainer::apply_step(const LossTerms& terms, StepRecord& rec, int64_t epoch,
   optimizer_->zero_grad();
   rec.finite = std::isfinite(rec.loss);
   rec.grad_norm = std::numeric_limits<double>::quiet_NaN();
+  if (rec.finite) terms.total.backward();
+  if (options_.group) {
+    // Data parallel: average the gradients over the ranks (every rank takes part, even after a
+    // non-finite loss, so the collectives stay in step). The stop request, the non-finite flag
+    // and the loss terms ride along; afterwards every rank makes the same decisions.
+    std::vector<torch::Tensor> grads;
+    for (const auto& group : optimizer_->param_groups())
+      for (auto p : group.params()) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.grad());
+      }
+    const bool stop = options_.stop && options_.stop->load();
+    auto extra = torch::tensor({stop ? 1.0 : 0.0, rec.finite ? 0.0 : 1.0, rec.loss, rec.sim, rec.cls, rec.rec},
+                               torch::kDouble);
+    options_.group->average(grads, extra);
+    const double w = static_cast<double>(options_.group->size());
+    stop_requested_ = extra[0].item<double>() > 0;
+    rec.finite = extra[1].item<double>() == 0;
+    rec.loss = extra[2].item<double>() / w;
+    rec.sim = extra[3].item<double>() / w;
+    rec.cls = extra[4].item<double>() / w;
+    rec.rec = extra[5].item<double>() / w;
+  }
   if (rec.finite) {
-    terms.total.backward();
     // The global norm, as torch.nn.utils.clip_grad_norm_; a NaN or inf anywhere makes it non-finite.
     std::vector<torch::Tensor> norms;
     for (const auto& group : optimizer_->param_groups())
@@ -270,9 +308,12 @@ void Trainer::apply_step(const LossTerms& terms, StepRecord& rec, int64_t epoch,
   int64_t nonfinite = 1;
   for (const auto& r : steps_) nonfinite += r.finite ? 0 : 1;
   if (nonfinite <= options_.max_nonfinite_steps) return;
-  const auto path = save_checkpoint("latest.pt", epoch, step, sums);
+  double partial[kNumSums];
+  std::copy(sums, sums + kNumSums, partial);
+  reduce_sums(partial);
+  const auto path = save_checkpoint("latest.pt", epoch, step, partial);
   steps_.push_back(rec);
-  write_steps();
+  if (writer()) write_steps();
   steps_.pop_back();
   const auto shown = [](double x) { return std::isnan(x) ? std::string("nan") : fmt::format("{}", x); };
   const std::string what = !std::isfinite(rec.loss) ? "loss is " + shown(rec.loss) : "gradient norm is " + shown(rec.grad_norm);
@@ -350,17 +391,32 @@ void Trainer::run_phase(bool train, int64_t epoch, PhaseStats& stats, double* su
       pr.loss = sums[kTotal] / std::max(1.0, sums[kPairs]);
       options_.on_progress(pr);
     }
-    if (train && options_.stop && options_.stop->load()) {
+    // A stop request (Ctrl-C), or the step budget of this call. With ranks, the request was agreed
+    // on in the step's allreduce, so every rank stops after the same step.
+    const bool stop = options_.group ? stop_requested_ : (options_.stop && options_.stop->load());
+    if (train && (stop || (options_.max_steps > 0 && ++steps_this_call_ >= options_.max_steps))) {
+      reduce_sums(sums);
       save_checkpoint("latest.pt", epoch, step + 1, sums);
-      write_steps();
+      if (writer()) write_steps();
       stopped = true;
       return;
     }
   }
+  if (train) reduce_sums(sums);
   stats = finish(sums, model_->has_similarity());
 }
 
+void Trainer::reduce_sums(double* sums) {
+  if (!options_.group) return;
+  // The epoch's sums over every rank's shard (each rank counted its own pairs).
+  auto t = torch::from_blob(sums, {kNumSums}, torch::kDouble).clone();
+  options_.group->sum(t);
+  std::copy(t.data_ptr<double>(), t.data_ptr<double>() + kNumSums, sums);
+}
+
 std::string Trainer::save_checkpoint(const std::string& name, int64_t epoch, int64_t step, const double* sums) {
+  const std::string path = (std::filesystem::path(options_.out_dir) / "checkpoints" / name).string();
+  if (!writer()) return path;  // rank 0 writes for every rank
   torch::serialize::OutputArchive archive;
   archive.write("format", c10::IValue(std::string("libnordf-checkpoint-1")));
   torch::serialize::OutputArchive model_archive, optim_archive;
@@ -376,7 +432,8 @@ std::string Trainer::save_checkpoint(const std::string& name, int64_t epoch, int
   archive.write("sums", torch::from_blob(const_cast<double*>(sums), {kNumSums}, torch::kDouble).clone());
   archive.write("steps", steps_tensor(steps_));
   archive.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
-  const std::string path = (std::filesystem::path(options_.out_dir) / "checkpoints" / name).string();
+  // Steps are counted in global batches; a resume with another world size converts through pairs.
+  archive.write("pairs_per_step", c10::IValue(pairs_per_step()));
   write_file_atomic(path, [&](std::ostream& out) { archive.save_to(out); });
   return path;
 }
@@ -416,14 +473,29 @@ void Trainer::resume(const std::string& path) {
   start_step_ = step.toInt();
   auto s = sums.to(torch::kCPU).contiguous();
   resume_sums_.assign(s.data_ptr<double>(), s.data_ptr<double>() + kNumSums);
+  // The partial sums are every rank's together: rank 0 carries them on, the others start at 0.
+  if (!writer()) std::fill(resume_sums_.begin(), resume_sums_.end(), 0.0);
   torch::Tensor steps;
   steps_ = archive.try_read("steps", steps) ? steps_from_tensor(steps) : std::vector<StepRecord>{};
   history_ = history_from_json(nlohmann::json::parse(history.toStringRef()));
+  // A mid-epoch position is in global batches; another world size converts it through pairs.
+  c10::IValue pps;
+  if (start_step_ > 0 && archive.try_read("pairs_per_step", pps) && pps.toInt() != pairs_per_step()) {
+    const int64_t pairs = start_step_ * pps.toInt();
+    if (pairs % pairs_per_step() != 0)
+      throw std::runtime_error("checkpoint '" + path + "' stopped " + std::to_string(pairs) +
+                               " pairs into an epoch, which is not a whole number of global batches of " +
+                               std::to_string(pairs_per_step()) + " pairs; resume with a batch size × world size that " +
+                               "divides it, or from an epoch checkpoint");
+    start_step_ = pairs / pairs_per_step();
+  }
+  if (options_.group) dist::broadcast_module(*options_.group, *model_);
 }
 
 FitResult Trainer::fit() {
   namespace fs = std::filesystem;
-  write_file_atomic((fs::path(options_.out_dir) / "config.json").string(), options_.config_json + "\n");
+  steps_this_call_ = 0;
+  if (writer()) write_file_atomic((fs::path(options_.out_dir) / "config.json").string(), options_.config_json + "\n");
   FitResult result;
   for (int64_t epoch = start_epoch_; epoch < options_.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -443,7 +515,7 @@ FitResult Trainer::fit() {
       result.checkpoint = (fs::path(options_.out_dir) / "checkpoints" / "latest.pt").string();
       return result;
     }
-    if (val_) {
+    if (val_ && writer()) {  // validation runs on rank 0 only
       double vs[kNumSums] = {0};
       bool unused = false;
       run_phase(false, epoch, rec.val, vs, 0, unused);
@@ -452,8 +524,10 @@ FitResult Trainer::fit() {
     rec.lr = learning_rate(epoch, train_->num_batches() - 1);
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     history_.push_back(rec);
-    write_history();
-    write_steps();
+    if (writer()) {
+      write_history();
+      write_steps();
+    }
     const double zero[kNumSums] = {0};
     const bool last = epoch + 1 == options_.epochs;
     if (last || (options_.checkpoint_every > 0 && (epoch + 1) % options_.checkpoint_every == 0)) {
@@ -464,7 +538,7 @@ FitResult Trainer::fit() {
     const auto latest = save_checkpoint("latest.pt", epoch + 1, 0, zero);
     if (options_.on_epoch) options_.on_epoch(rec);
     result.epochs_done = epoch + 1;
-    if (options_.stop && options_.stop->load()) {
+    if (agreed_stop()) {
       result.interrupted = !last;
       result.checkpoint = latest;
       return result;

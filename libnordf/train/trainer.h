@@ -16,6 +16,10 @@
 
 namespace nordf {
 
+namespace dist {
+class ProcessGroup;
+}
+
 /// Sums over one phase (train or val) of an epoch; means are over pairs (losses) or images.
 struct PhaseStats {
   double total = 0, sim = 0, cls = 0, rec = 0;  ///< mean losses
@@ -104,6 +108,14 @@ struct TrainOptions {
   LossWeights loss_weights;
   /// ε of the similarity BCE (see `similarity_loss`).
   double sim_eps = 1e-3;
+  /// Stop (as a stop request does, with a checkpoint) after this many training steps of this
+  /// `fit` call; 0 = no limit. For time-boxed jobs: the run resumes where it stopped.
+  int64_t max_steps = 0;
+  /// Data-parallel training over a process group (null: one process). Gradients are averaged
+  /// over the ranks every step, so a step equals one step on the global batch; every rank starts
+  /// from rank 0's weights; validation, history, steps and checkpoints are rank 0's work. The
+  /// train loader must be sharded (`LoaderOptions::shard`, `shards`) to match.
+  std::shared_ptr<dist::ProcessGroup> group;
   GrlSchedule grl;
   /// Write OUT/checkpoints/epoch-NNNN.pt every this many epochs (and always at the end).
   int64_t checkpoint_every = 1;
@@ -160,6 +172,10 @@ class Trainer {
   std::string save_checkpoint(const std::string& name, int64_t epoch, int64_t step, const double* sums);
   void write_history() const;
   void write_steps() const;
+  bool writer() const;
+  int64_t pairs_per_step() const;
+  bool agreed_stop() const;
+  void reduce_sums(double* sums);
   double progress(int64_t epoch, int64_t step) const;
   double learning_rate(int64_t epoch, int64_t step) const;
   /// Backward pass and optimiser step with the non-finite and clipping policy; fills `rec`.
@@ -174,6 +190,8 @@ class Trainer {
   std::vector<EpochRecord> history_;
   std::vector<StepRecord> steps_;
   int64_t start_epoch_ = 0, start_step_ = 0;
+  int64_t steps_this_call_ = 0;
+  bool stop_requested_ = false;
   std::vector<double> resume_sums_;
 };
 
