@@ -576,20 +576,24 @@ Summary summarize(const std::string& out_dir) {
     const Row* ref_row = nullptr;
     for (const auto& row : sum.rows)
       if (row.split == split && row.point == ref) ref_row = &row;
-    if (!ref_row || ref_row->best_baseline.method.empty()) continue;
+    // A row's best score overall: NORD-F's or a baseline, whichever has the higher mean near AUROC.
+    auto best_of = [](const Row& r) -> const ScoreStats& {
+      return r.best_nordf.method.empty() || (!r.best_baseline.method.empty() &&
+                                             r.best_baseline.near_auroc.mean > r.best_nordf.near_auroc.mean)
+                 ? r.best_baseline
+                 : r.best_nordf;
+    };
+    if (!ref_row || best_of(*ref_row).method.empty()) continue;
+    const ScoreStats& theirs = best_of(*ref_row);
     for (const auto& row : sum.rows) {
       if (row.split != split || row.point == ref) continue;
-      const ScoreStats& mine = row.best_nordf.method.empty() ||
-                                       (!row.best_baseline.method.empty() &&
-                                        row.best_baseline.near_auroc.mean > row.best_nordf.near_auroc.mean)
-                                   ? row.best_baseline
-                                   : row.best_nordf;
+      const ScoreStats& mine = best_of(row);
       if (mine.method.empty()) continue;
       Comparison c;
       c.split = split;
       c.point = row.point;
       c.method = mine.method;
-      c.reference_method = ref_row->best_baseline.method;
+      c.reference_method = theirs.method;
       std::vector<double> dn, df, da;
       for (const auto* r : finished_by_point[row.point])
         for (const auto* q : finished_by_point[ref])
@@ -605,8 +609,8 @@ Summary summarize(const std::string& out_dir) {
       c.id_accuracy = stat_of(da);
       // The noise a difference must exceed: the larger seed sd of either point, or of the paired
       // differences themselves.
-      c.near_spread = std::max({mine.near_auroc.sd, ref_row->best_baseline.near_auroc.sd, c.near_auroc.sd});
-      c.far_spread = std::max({mine.far_auroc.sd, ref_row->best_baseline.far_auroc.sd, c.far_auroc.sd});
+      c.near_spread = std::max({mine.near_auroc.sd, theirs.near_auroc.sd, c.near_auroc.sd});
+      c.far_spread = std::max({mine.far_auroc.sd, theirs.far_auroc.sd, c.far_auroc.sd});
       c.accuracy_spread = std::max({row.id_accuracy.sd, ref_row->id_accuracy.sd, c.id_accuracy.sd});
       auto beyond = [](const Stat& d, double spread) { return d.n >= 2 && std::isfinite(d.mean) && std::abs(d.mean) > spread; };
       c.near_beyond_noise = beyond(c.near_auroc, c.near_spread);
@@ -657,7 +661,8 @@ std::string Summary::markdown() const {
       if (!any) {
         o << "\n### Paired by seed against " << spec.reference << "\n\n"
           << "Δ = the point's best score − " << spec.reference
-          << "'s best baseline, per seed (percentage points). A difference is beyond noise when |mean Δ| exceeds "
+          << "'s best score (a baseline when the reference is the cross-entropy-only network), per seed "
+             "(percentage points). A difference is beyond noise when |mean Δ| exceeds "
              "the spread: the largest of the two points' seed sds and the sd of the paired differences, with at "
              "least 2 seeds. With so few seeds this is a screen, not a significance test.\n\n"
           << "| point | score vs reference | Δ near AUROC | spread | | Δ far AUROC | spread | | Δ ID acc | spread | |\n"

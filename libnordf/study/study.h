@@ -123,7 +123,7 @@ struct Row {
 /// A point against the reference, paired by seed: Δ = point − reference.
 struct Comparison {
   std::string split, point;
-  std::string method, reference_method;  ///< the point's best score, the reference's best baseline
+  std::string method, reference_method;  ///< the point's and the reference's best scores (NORD-F's or a baseline)
   Stat near_auroc, far_auroc, id_accuracy;   ///< paired differences
   /// The noise to exceed: the largest of the two points' seed sds and the sd of the differences.
   double near_spread = NAN, far_spread = NAN, accuracy_spread = NAN;
