@@ -24,6 +24,7 @@
 #include <libnordf/data/dataset.h>
 #include <libnordf/data/image.h>
 #include <libnordf/data/loader.h>
+#include <libnordf/data/mat.h>
 #include <libnordf/data/sources.h>
 #include <libnordf/data/transforms.h>
 

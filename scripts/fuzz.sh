@@ -6,7 +6,7 @@
 #
 # Builds build-fuzz/ (only the parsers and the targets), then runs each target for the given time
 # on a working copy of its seed corpus (tests/fuzz/corpus/<target>) with the pickle dictionary,
-# on both cores. New inputs that raise coverage are merged back into the seed corpus; a crashing
+# on every core. New inputs that raise coverage are merged into the seed corpus; a crashing
 # input is copied to tests/fuzz/crashes/<target>/, where the unit tests replay it from then on.
 # Prints executions per second and coverage per target.
 set -euo pipefail
@@ -16,6 +16,10 @@ shift || true
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=(state_dict pickle_legacy safetensors idx image mat)
 BUILD=${NORDF_FUZZ_BUILD_DIR:-build-fuzz}
+# Fuzzing processes per target (NORDF_FUZZ_JOBS=1 lets two invocations share the cores).
+JOBS=${NORDF_FUZZ_JOBS:-$(nproc)}
+PARALLEL=()
+((JOBS > 1)) && PARALLEL=(-jobs="$JOBS" -workers="$JOBS")
 
 for p in clang-14 libfuzzer-14-dev; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -40,7 +44,7 @@ for t in "${TARGETS[@]}"; do
   echo "== $t: ${SECONDS_PER_TARGET} s"
   rc=0
   "$BUILD/tests/fuzz/fuzz_$t" "$work" "$seeds" -dict=tests/fuzz/pickle.dict -max_total_time="$SECONDS_PER_TARGET" \
-    -jobs=2 -workers=2 -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -max_len=65536 \
+    "${PARALLEL[@]}" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -max_len=65536 \
     -artifact_prefix="$BUILD/artifacts/$t/" -print_final_stats=1 >"$BUILD/fuzz-$t.log" 2>&1 || rc=$?
   cat fuzz-*.log >>"$BUILD/fuzz-$t.log" 2>/dev/null && rm -f fuzz-*.log
   grep -E "^#[0-9]+.*(DONE|pulse)|stat::number_of_executed_units|stat::average_exec_per_sec|cov:" "$BUILD/fuzz-$t.log" | tail -4 || true
@@ -48,8 +52,9 @@ for t in "${TARGETS[@]}"; do
     [ -e "$a" ] || continue
     cp "$a" "$crashes/" && echo "finding: $a (saved to $crashes/)"
   done
-  # Keep what raised coverage, minimised, as seeds for the next run and the replay test.
-  mkdir -p "$BUILD/merged/$t"
-  "$BUILD/tests/fuzz/fuzz_$t" -merge=1 "$BUILD/merged/$t" "$seeds" "$work" >/dev/null 2>&1 || true
-  echo "   corpus: $(ls "$BUILD/merged/$t" | wc -l) inputs after merge (seeds: $(ls "$seeds" | wc -l)); exit $rc"
+  # Inputs of the working corpus that raise coverage beyond the seeds are added to the seeds, for
+  # the next run and for the replay test.
+  before=$(ls "$seeds" | wc -l)
+  "$BUILD/tests/fuzz/fuzz_$t" -merge=1 "$seeds" "$work" -max_len=65536 >"$BUILD/merge-$t.log" 2>&1 || true
+  echo "   seeds: $before -> $(ls "$seeds" | wc -l) inputs after merge; exit $rc"
 done

@@ -1,9 +1,9 @@
 #include <libnordf/core/io.h>
 #include <libnordf/data/dataset.h>
 #include <libnordf/data/image.h>
+#include <libnordf/data/mat.h>
 #include <libnordf/data/sources.h>
 
-#include <matio.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -252,16 +252,19 @@ torch::Tensor parse_idx_images(const std::string& bytes, const std::string& sour
   if (data.size() < 16 || be32(data, 0) != 0x803)
     throw std::runtime_error("'" + source + "' is not an IDX image file (magic 0x00000803)");
   const int64_t n = be32(data, 4), h = be32(data, 8), w = be32(data, 12);
-  // Each factor is below 2^32, so h·w fits; n is checked against the cap by division.
-  if (h * w != 0 && n > limits.max_elements / (h * w))
+  // Each factor is below 2^32, but products of two can pass 2^63: every product is checked
+  // against the cap by division before it is formed.
+  const int64_t cap = limits.max_elements;
+  if (n > cap || (w != 0 && h > cap / w) || (h * w != 0 && n > cap / (h * w)))
     throw std::runtime_error("IDX image file '" + source + "' claims " + std::to_string(n) + "×" + std::to_string(h) +
                              "×" + std::to_string(w) + " bytes, more than ReadLimits::max_elements");
-  if (static_cast<int64_t>(data.size()) - 16 != n * h * w)
+  const int64_t total = n * (h * w);
+  if (static_cast<int64_t>(data.size()) - 16 != total)
     throw std::runtime_error("IDX image file '" + source + "' is truncated: header says " + std::to_string(n) + "×" +
                              std::to_string(h) + "×" + std::to_string(w) + " bytes, file holds " +
                              std::to_string(data.size() - 16));
   auto t = torch::empty({n, 1, h, w}, torch::kUInt8);
-  if (n * h * w) std::memcpy(t.data_ptr<uint8_t>(), data.data() + 16, static_cast<size_t>(n * h * w));
+  if (total) std::memcpy(t.data_ptr<uint8_t>(), data.data() + 16, static_cast<size_t>(total));
   return t;
 }
 
@@ -525,88 +528,6 @@ OpenSetSplit image_folder_split(const std::string& root, const std::string& ood_
 
 // ---- .mat files (Stanford Dogs, Oxford Flowers-102) ------------------------------------------
 
-namespace {
-
-struct MatFile {
-  explicit MatFile(const std::string& path) : path(path) {
-    if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
-    mat = Mat_Open(path.c_str(), MAT_ACC_RDONLY);
-    if (!mat) throw std::runtime_error("'" + path + "' is not a readable MATLAB .mat file");
-  }
-  ~MatFile() {
-    if (mat) Mat_Close(mat);
-  }
-  MatFile(const MatFile&) = delete;
-  MatFile& operator=(const MatFile&) = delete;
-
-  matvar_t* var(const char* name) const {
-    matvar_t* v = Mat_VarRead(mat, name);
-    if (!v) throw std::runtime_error("'" + path + "' has no variable '" + name + "'");
-    return v;
-  }
-
-  std::vector<int64_t> numbers(const char* name) const {
-    matvar_t* v = var(name);
-    std::vector<int64_t> out;
-    const size_t n = v->nbytes / (v->data_size ? v->data_size : 1);
-    for (size_t i = 0; i < n && v->data; ++i) {
-      double x = 0;
-      switch (v->data_type) {
-        case MAT_T_DOUBLE: x = static_cast<const double*>(v->data)[i]; break;
-        case MAT_T_SINGLE: x = static_cast<const float*>(v->data)[i]; break;
-        case MAT_T_UINT8: x = static_cast<const uint8_t*>(v->data)[i]; break;
-        case MAT_T_INT32: x = static_cast<const int32_t*>(v->data)[i]; break;
-        case MAT_T_UINT16: x = static_cast<const uint16_t*>(v->data)[i]; break;
-        case MAT_T_INT64: x = static_cast<double>(static_cast<const int64_t*>(v->data)[i]); break;
-        default:
-          Mat_VarFree(v);
-          throw std::runtime_error("'" + path + "': variable '" + name + "' is not numeric");
-      }
-      if (!(std::abs(x) <= 9007199254740992.0)) {  // NaN, inf, or beyond exact integers (2^53)
-        Mat_VarFree(v);
-        throw std::runtime_error("'" + path + "': variable '" + name + "' holds " + std::to_string(x) +
-                                 ", which is not an index");
-      }
-      out.push_back(static_cast<int64_t>(x));
-    }
-    Mat_VarFree(v);
-    return out;
-  }
-
-  std::vector<std::string> strings(const char* name) const {
-    matvar_t* v = var(name);
-    if (v->class_type != MAT_C_CELL) {
-      Mat_VarFree(v);
-      throw std::runtime_error("'" + path + "': variable '" + name + "' is not a cell array of strings");
-    }
-    std::vector<std::string> out;
-    const size_t n = v->nbytes / sizeof(matvar_t*);
-    for (size_t i = 0; i < n; ++i) {
-      matvar_t* cell = Mat_VarGetCell(v, static_cast<int>(i));
-      while (cell && cell->class_type == MAT_C_CELL) cell = Mat_VarGetCell(cell, 0);  // {'x'} nested cells
-      if (!cell || cell->class_type != MAT_C_CHAR || !cell->data) {
-        Mat_VarFree(v);
-        throw std::runtime_error("'" + path + "': entry " + std::to_string(i) + " of '" + name + "' is not a string");
-      }
-      const size_t len = cell->nbytes / (cell->data_size ? cell->data_size : 1);
-      std::string s;
-      if (cell->data_size == 1) {
-        s.assign(static_cast<const char*>(cell->data), len);
-      } else {
-        for (size_t k = 0; k < len; ++k) s.push_back(static_cast<char>(static_cast<const uint16_t*>(cell->data)[k]));
-      }
-      out.push_back(s);
-    }
-    Mat_VarFree(v);
-    return out;
-  }
-
-  std::string path;
-  mat_t* mat = nullptr;
-};
-
-}  // namespace
-
 std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root, const std::string& part) {
   static const std::map<std::string, std::vector<const char*>> kParts = {
       {"all", {"trnid", "valid", "tstid"}}, {"train", {"trnid"}}, {"val", {"valid"}}, {"test", {"tstid"}}};
@@ -614,14 +535,14 @@ std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root, const std:
   if (wanted == kParts.end())
     throw std::invalid_argument("oxford_flowers: unknown part '" + part + "'; known: all, train, val, test");
   if (!fs::is_directory(root)) throw std::runtime_error("Oxford Flowers-102 root '" + root + "' does not exist");
-  auto labels = MatFile(root + "/imagelabels.mat").numbers("labels");
+  auto labels = MatFile::open(root + "/imagelabels.mat").integers("labels");
   std::vector<int64_t> ids;
   if (part == "all" && !fs::exists(root + "/setid.mat")) {
     for (size_t i = 0; i < labels.size(); ++i) ids.push_back(static_cast<int64_t>(i + 1));
   } else {
-    MatFile setid(root + "/setid.mat");
+    const MatFile setid = MatFile::open(root + "/setid.mat");
     for (const char* name : wanted->second) {
-      auto p = setid.numbers(name);
+      auto p = setid.integers(name);
       ids.insert(ids.end(), p.begin(), p.end());
     }
   }
@@ -639,19 +560,24 @@ std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root, const std:
   return std::make_shared<FileImageDataset>(paths, out_labels);
 }
 
-ImageList read_image_list(const std::string& mat_path) {
-  MatFile m(mat_path);
+ImageList parse_image_list(const std::string& bytes, const std::string& source, const ReadLimits& limits) {
+  const MatFile m(bytes, source, limits);
   ImageList list;
   list.files = m.strings("file_list");
-  list.labels = m.numbers("labels");
+  list.labels = m.integers("labels");
   if (list.files.size() != list.labels.size())
-    throw std::runtime_error("'" + m.path + "': " + std::to_string(list.files.size()) + " files but " +
+    throw std::runtime_error("'" + source + "': " + std::to_string(list.files.size()) + " files but " +
                              std::to_string(list.labels.size()) + " labels");
   for (size_t i = 0; i < list.labels.size(); ++i)
     if (list.labels[i] < 1 || list.labels[i] > 100000)
-      throw std::runtime_error("'" + m.path + "': entry " + std::to_string(i) + " has label " +
+      throw std::runtime_error("'" + source + "': entry " + std::to_string(i) + " has label " +
                                std::to_string(list.labels[i]) + " (labels are 1-based class indices)");
   return list;
+}
+
+ImageList read_image_list(const std::string& mat_path, const ReadLimits& limits) {
+  if (!fs::is_regular_file(mat_path)) throw std::runtime_error("file '" + mat_path + "' does not exist");
+  return parse_image_list(read_file(mat_path), mat_path, limits);
 }
 
 namespace {

@@ -10,6 +10,7 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -46,6 +47,68 @@ std::pair<int64_t, int64_t> header_dimensions(const std::string& b) {
   return {0, 0};
 }
 
+/// Walks every marker segment of a JPEG, skipping entropy-coded data, and rejects what the
+/// stb_image release Debian ships (2.27) mishandles: a Huffman table (DHT) declaring more than 256
+/// codes makes stbi__build_huffman write past its 257-entry size list (fixed upstream in 2.28).
+/// Other structural damage is left to stb_image, which reports it.
+void check_jpeg(const std::string& b, const std::string& source) {
+  const auto corrupt = [&](const std::string& why) {
+    return std::runtime_error("cannot decode image '" + source + "': corrupt JPEG (" + why + ")");
+  };
+  size_t p = 2;
+  while (p + 1 < b.size()) {
+    if (uint8_t(b[p]) != 0xFF) {  // entropy-coded data: jump to the next 0xFF
+      const void* ff = std::memchr(b.data() + p, 0xFF, b.size() - p);
+      if (!ff) return;
+      p = static_cast<size_t>(static_cast<const char*>(ff) - b.data());
+      continue;
+    }
+    const uint8_t m = uint8_t(b[p + 1]);
+    if (m == 0xFF) {  // fill byte
+      ++p;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // stuffed 0xFF, TEM, restart markers
+      p += 2;
+      continue;
+    }
+    if (m == 0xD9 || p + 4 > b.size()) return;  // end of image, or truncated (stb_image reports it)
+    const size_t end = p + 2 + be16(b, p + 2);
+    if (m == 0xC4) {
+      // As stb_image reads it: tables while the segment has bytes left, each read in full even
+      // when it runs past the segment (bytes past the end of the file read as 0).
+      const auto at = [&](size_t i) { return i < b.size() ? uint8_t(b[i]) : uint8_t(0); };
+      int64_t left = static_cast<int64_t>(be16(b, p + 2)) - 2;
+      for (size_t q = p + 4; left > 0 && q < b.size();) {
+        size_t codes = 0;
+        for (size_t i = 1; i <= 16; ++i) codes += at(q + i);
+        if (codes > 256)
+          throw corrupt("a Huffman table declares " + std::to_string(codes) + " codes, more than 256");
+        q += 17 + codes;
+        left -= static_cast<int64_t>(17 + codes);
+      }
+    }
+    p = end;
+  }
+}
+
+/// Walks a PNG's chunks and rejects one that claims more bytes than the file holds: stb_image 2.27
+/// adds an IDAT length to a 32-bit buffer size and copies with a signed count, so a length near
+/// 2^31 overflows both (fixed upstream in 2.28, which caps IDAT at 2^30).
+void check_png(const std::string& b, const std::string& source) {
+  size_t p = 8;
+  while (p + 8 <= b.size()) {
+    const uint64_t len = be32(b, p);
+    const std::string type = b.substr(p + 4, 4);
+    if (len > b.size() - p - 8)
+      throw std::runtime_error("cannot decode image '" + source + "': corrupt PNG (chunk '" + type + "' declares " +
+                               std::to_string(len) + " bytes, the file holds " + std::to_string(b.size() - p - 8) +
+                               " after its header)");
+    if (type == "IEND") return;
+    p += 12 + len;  // length, type, data, CRC
+  }
+}
+
 }  // namespace
 
 torch::Tensor decode_image(const std::string& bytes, const std::string& source, const ReadLimits& limits) {
@@ -59,6 +122,8 @@ torch::Tensor decode_image(const std::string& bytes, const std::string& source, 
   };
   // The header's dimensions first: a 100000 × 100000 PNG of a few bytes must not allocate 30 GB.
   const auto [hw, hh] = header_dimensions(bytes);
+  if (bytes.size() >= 2 && uint8_t(bytes[0]) == 0xFF && uint8_t(bytes[1]) == 0xD8) check_jpeg(bytes, source);
+  if (bytes.size() >= 8 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) check_png(bytes, source);
   if (hw > 0 && hh > 0 && hw * hh > limits.max_pixels) throw too_large(hw, hh);
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {

@@ -34,10 +34,13 @@ struct ImageList {
   std::vector<std::string> files;
   std::vector<int64_t> labels;
 };
-/// Reads a Stanford Dogs list (.mat with the cell array file_list and the numbers labels).
-/// Throws `std::runtime_error` naming the file when it is missing, not a .mat file, lacks either
-/// variable, or they differ in length.
-ImageList read_image_list(const std::string& mat_path);
+/// Reads a Stanford Dogs list (a level-5 .mat file with the cell array of strings file_list and
+/// the numeric array labels; see MatFile). Throws `std::runtime_error` naming the file when it is
+/// missing, not a .mat file or malformed (every size checked against `limits`), lacks either
+/// variable, they differ in length, or a label is outside 1..100000.
+ImageList read_image_list(const std::string& mat_path, const ReadLimits& limits = {});
+/// `read_image_list` on the file's bytes; `source` names it in errors.
+ImageList parse_image_list(const std::string& bytes, const std::string& source, const ReadLimits& limits = {});
 
 /// Reads the UCI digits CSV (64 pixel values 0..16 then the digit, per line; gzip or plain)
 /// → dataset of 1×8×8 images scaled to [0, 1]. Throws `std::runtime_error` naming the file.

@@ -167,3 +167,33 @@ TEST_CASE("a truncated .gz and an IDX header beyond the limits get clean errors"
   const auto bomb = gzip(be32(0x801) + be32(64 << 20) + std::string(64 << 20, '\0'));
   REQUIRE_THROWS_WITH(nordf::parse_idx_labels(bomb, "bomb.gz", small), Catch::Contains("decompresses to more than"));
 }
+
+TEST_CASE("an IDX header whose rows x columns pass 2^63 is refused without overflowing", "[data][hostile]") {
+  // h·w = (2^32 − 1)·(2^32 − 247) > 2^63: the product must never be formed (found by fuzz_idx).
+  const auto header = be32(0x803) + be32(1) + be32(0xFFFFFFFF) + be32(0xFFFFFF09);
+  REQUIRE_THROWS_WITH(nordf::parse_idx_images(header, "wide.idx"),
+                      Catch::Contains("'wide.idx'") && Catch::Contains("more than ReadLimits::max_elements"));
+  // Zero columns: n·h would pass 2^63 if formed first; the file is a valid empty array.
+  const auto empty = nordf::parse_idx_images(be32(0x803) + be32(0xFFFFFFFF) + be32(0xFFFFFFFF) + be32(0), "empty.idx");
+  CHECK(empty.numel() == 0);
+  CHECK(empty.size(0) == 0xFFFFFFFFLL);
+}
+
+TEST_CASE("a JPEG Huffman table with more than 256 codes is refused before stb_image sees it", "[data][hostile]") {
+  // SOI, then a DHT segment (class 0, id 0) whose 16 counts sum to 16 × 255 = 4080 (found by fuzz_image).
+  std::string counts(16, '\xFF');
+  std::string body = std::string(1, '\x00') + counts + std::string(4080, '\x01');
+  const size_t len = 2 + body.size();
+  std::string jpeg = B("\xFF\xD8") + "\xFF\xC4" + std::string(1, char(len >> 8)) + std::string(1, char(len & 0xFF)) + body +
+                     B("\xFF\xD9");
+  REQUIRE_THROWS_WITH(nordf::decode_image(jpeg, "tables.jpg"),
+                      Catch::Contains("cannot decode image 'tables.jpg': corrupt JPEG") &&
+                          Catch::Contains("declares 4080 codes, more than 256"));
+}
+
+TEST_CASE("a PNG chunk longer than the file is refused before stb_image sees it", "[data][hostile]") {
+  // An IDAT of 2^31 − 16 bytes in a 60-byte file (found by fuzz_image: stb_image 2.27 overflows).
+  const auto png = png_header(4, 4).substr(0, 33) + be32(0x7FFFFFF0) + "IDAT" + std::string(16, '\0');
+  REQUIRE_THROWS_WITH(nordf::decode_image(png, "long.png"),
+                      Catch::Contains("cannot decode image 'long.png': corrupt PNG (chunk 'IDAT' declares 2147483632 bytes"));
+}
