@@ -84,6 +84,11 @@ int run_pipeline(int argc, char** argv) {
     return app.exit(e);
   }
   if (eval_only && resume.empty()) throw std::invalid_argument("--eval-only needs --resume OUT");
+  if (const auto given = flags.patch(); !resume.empty() && given.contains("run") && given["run"].contains("out") &&
+                                        fs::weakly_canonical(given["run"]["out"].get<std::string>()) !=
+                                            fs::weakly_canonical(resume))
+    throw std::invalid_argument("--resume " + resume + " --out " + given["run"]["out"].get<std::string>() +
+                                ": a resumed run continues in its own directory; drop --out");
 
   // Precedence: defaults < --config < the resumed run's config < flags.
   std::string config = experiment::default_config();
@@ -95,6 +100,7 @@ int run_pipeline(int argc, char** argv) {
   json c = json::parse(config);
   if (!resume.empty()) c["run"]["out"] = resume;
   flags.apply(c);
+
   if (c["run"]["out"].get<std::string>().empty()) c["run"]["out"] = timestamped_dir("basic");
   config = c.dump(2);
   experiment::validate_config(config, "configuration");
@@ -126,13 +132,20 @@ int run_pipeline(int argc, char** argv) {
     std::fflush(stdout);
   };
   hooks.stop = &g_stop;
-  std::signal(SIGINT, on_sigint);
+  // Ctrl-C requests a checkpointed stop only while training honours it; elsewhere (loading data,
+  // evaluating) it ends the process at once, as usual.
+  hooks.on_training = [](bool training) { std::signal(SIGINT, training ? on_sigint : SIG_DFL); };
   const auto mode = resume.empty() ? experiment::Mode::kNew
                                    : eval_only ? experiment::Mode::kEvalOnly : experiment::Mode::kResume;
   auto result = experiment::run(config, mode, hooks);
-  std::signal(SIGINT, SIG_DFL);
   progress.finish_line();
-  if (!rank0) return result.interrupted ? 130 : 0;  // rank 0 reports for the job
+  if (!rank0) return result.interrupted && !result.paused ? 130 : 0;  // rank 0 reports for the job
+  if (result.paused) {
+    fmt::print("paused after {} training steps (train.max_steps): checkpoint written to {}/checkpoints/latest.pt; "
+               "continue with --resume {}\n",
+               c["train"]["max_steps"].get<int64_t>(), result.out, result.out);
+    return 0;
+  }
   if (result.interrupted) {
     fmt::print(stderr, "interrupted: checkpoint written to {}/checkpoints/latest.pt; continue with --resume {}\n",
                result.out, result.out);

@@ -90,7 +90,7 @@ ConfigFlags::ConfigFlags(CLI::App& app, const std::vector<std::string>& skip) {
   // model
   flag<std::string>(s, "--backbone", "/model/backbone", "backbone name", member(backbone_names()));
   flag<std::string>(s, "--backbone-weights", "/model/backbone_weights", "backbone weights (.pt/.pth/.safetensors)");
-  flag<int64_t>(s, "--image-size", "/model/image_size", "input side (multiple of 32)");
+  flag<int64_t>(s, "--image-size", "/model/image_size", "input side (a multiple of the backbone's reduction: 32, or 16 for ViTs)");
   flag<int64_t>(s, "--recon-size", "/model/recon_size", "reconstruction side (0 = image size / 2)");
   flag<int64_t>(s, "--channels", "/model/channels", "branch width after the channel adapter");
   flag<std::string>(s, "--norm", "/model/norm", "branch normalisation", member({"batch", "group", "layer", "none"}));

@@ -23,14 +23,13 @@ extern "C" void on_sigint(int) {
 
 /// Plots of one finished run directory, from its files alone: training curves (history.json), ROC
 /// curves and score distributions (ood/metrics.json, ood/scores.csv).
-int plot_run(const std::string& dir) {
+int plot_run(const std::string& dir, const std::string& plots) {
   namespace fs = std::filesystem;
   using nlohmann::json;
   const auto status = nordf::experiment::read_status(dir);
   if (status.state != "finished")
     throw std::runtime_error("'" + dir + "' holds no finished run (run.json status: " +
                              (status.state.empty() ? std::string("missing") : status.state) + ")");
-  const auto plots = (fs::path(dir) / "plots").string();
   std::vector<nordf::EpochRecord> records;
   for (const auto& e : nordf::app::read_json((fs::path(dir) / "history.json").string())) {
     auto phase = [](const json& j) {
@@ -72,7 +71,11 @@ int plot_run(const std::string& dir) {
     std::string x;
     while (std::getline(ls, x, ',')) f.push_back(x);
     if (f.size() != 5) throw std::runtime_error("'" + scores_path + "': malformed line '" + line + "'");
-    report.scores[f[0]][f[1]].push_back(std::stod(f[4]));
+    try {
+      report.scores[f[0]][f[1]].push_back(std::stod(f[4]));
+    } catch (const std::exception&) {
+      throw std::runtime_error("'" + scores_path + "': malformed score in line '" + line + "'");
+    }
   }
   std::vector<std::string> methods;
   for (const char* m : {"msp", "energy", "mahalanobis", "knn", "vim", "nordf_sim", "nordf_recon", "nordf_fused"})
@@ -104,25 +107,41 @@ int run(int argc, char** argv) {
   bool merge = false, retry = false, list = false;
   auto* study_opt = app.add_option("--study", study, "built-in study: quick (default) or full")
                         ->check(CLI::IsMember(nordf::study::builtin_names()));
-  app.add_option("--grid", grid, "grid file (JSON: base, points, splits, seeds, reference)")
-      ->check(CLI::ExistingFile)
-      ->excludes(study_opt);
-  app.add_option("--seeds", seeds, "seeds of every point (replaces the study's)");
-  app.add_option("--out", out, "study directory (default: runs/study-<name>-<timestamp>); re-run it to resume");
-  app.add_option("--shard", shard, "run only shard i of n (i/n, 1-based): every n-th run, for job arrays");
-  app.add_flag("--merge", merge, "build the summary and plots from --out's run directories alone, without running");
-  app.add_flag("--retry-failed", retry, "run again the runs recorded as failed");
-  app.add_flag("--list", list, "print the study's runs and their configurations, then exit");
+  auto* grid_opt = app.add_option("--grid", grid, "grid file (JSON: base, points, splits, seeds, reference)")
+                       ->check(CLI::ExistingFile)
+                       ->excludes(study_opt);
+  auto* seeds_opt = app.add_option("--seeds", seeds, "seeds of every point (replaces the study's)");
+  app.add_option("--out", out,
+                 "study directory (default: runs/study-<name>-<timestamp>); re-run it to resume. With --run: the "
+                 "plots' directory (default: DIR/plots)");
+  auto* shard_opt =
+      app.add_option("--shard", shard, "run only shard i of n (i/n, 1-based): every n-th run, for job arrays");
+  auto* merge_opt =
+      app.add_flag("--merge", merge, "build the summary and plots from --out's run directories alone, without running");
+  auto* retry_opt = app.add_flag("--retry-failed", retry, "run again the runs recorded as failed");
+  auto* list_opt = app.add_flag("--list", list, "print the study's runs and their configurations, then exit");
   std::string run_dir;
   app.add_option("--run", run_dir, "plot one finished nordf-basic run directory instead of running a study")
-      ->check(CLI::ExistingDirectory);
+      ->check(CLI::ExistingDirectory)
+      ->excludes(study_opt)
+      ->excludes(grid_opt)
+      ->excludes(seeds_opt)
+      ->excludes(shard_opt)
+      ->excludes(merge_opt)
+      ->excludes(retry_opt)
+      ->excludes(list_opt);
   nordf::app::add_version_flag(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (!run_dir.empty()) return plot_run(run_dir);
+  if (!run_dir.empty()) {
+    if (!flags.patch().empty())
+      throw std::invalid_argument("--run plots a finished run as it is; configuration flags (" + flags.patch().dump() +
+                                  ") do not apply to it");
+    return plot_run(run_dir, out.empty() ? (std::filesystem::path(run_dir) / "plots").string() : out);
+  }
 
   if (merge) {
     if (out.empty()) throw std::invalid_argument("--merge needs --out STUDY_DIR");

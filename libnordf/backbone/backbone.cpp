@@ -16,8 +16,9 @@ void Backbone::check_input(const torch::Tensor& images, bool whole) const {
                 backbone_name_, ": height and width must be positive multiples of ", r, ", got ", images.size(2), "×",
                 images.size(3));
   } else {
-    TORCH_CHECK(images.size(2) >= 32 && images.size(3) >= 32, backbone_name_,
-                ": height and width must be at least 32, got ", images.size(2), "×", images.size(3));
+    const int64_t r = reduction();
+    TORCH_CHECK(images.size(2) >= r && images.size(3) >= r, backbone_name_, ": height and width must be at least ", r,
+                ", got ", images.size(2), "×", images.size(3));
   }
   TORCH_CHECK(images.is_floating_point(), backbone_name_, ": expected floating-point images, got ",
               images.scalar_type());

@@ -94,8 +94,10 @@ VisionTransformer::VisionTransformer(std::string name, const ViTConfig& c, const
   }
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dim}).eps(1e-6)));
   {
-    // timm's init: trunc_normal(0.02) for position embeddings and Linear weights, 1e-6 for the
-    // class token, zero biases; the patch projection as a Linear on flattened patches.
+    // timm's default init: trunc_normal_(std=0.02) for position embeddings and Linear weights,
+    // whose bounds (±2, absolute) lie 100 sd out, so a plain normal draw is the same
+    // distribution; normal(1e-6) for the class token; zero biases; the patch projection keeps
+    // the Conv2d default, as timm's does.
     torch::NoGradGuard g;
     pos_embed.normal_(0.0, 0.02);
     cls_token.normal_(0.0, 1e-6);

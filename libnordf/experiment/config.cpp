@@ -299,9 +299,9 @@ void validate(const json& c, const std::string& where) {
   k.integer("model.decoder_blocks", 0, 64);
   // train
   k.integer("train.batch_size", 1);
-  k.integer("train.epochs", 1);
+  const int64_t epochs = k.integer("train.epochs", 1);
   k.number("train.lr", 0, 10, true);
-  k.number("train.warmup_epochs", 0, 1e6);
+  k.number("train.warmup_epochs", 0, static_cast<double>(epochs), false, true);
   k.number("train.weight_decay", 0, 10);
   k.word("train.optimizer", {"adam", "adamw"});
   k.word("train.lr_schedule", {"constant", "cosine"});

@@ -136,7 +136,13 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
 
     result.model = make_model(result.config, split.num_classes(), log);
     auto& model = result.model;
-    if (c.at("saliency").at("images").get<int64_t>() > 0) make_cam_layer(result.config, model);  // fails before training
+    if (c.at("saliency").at("images").get<int64_t>() > 0) {  // fail before training, not after it
+      make_cam_layer(result.config, model);
+      for (const auto& name : c.at("saliency").at("methods").get<std::vector<std::string>>()) {
+        const std::string why = saliency::make_method(name)->unsupported(*model->backbone);
+        if (!why.empty()) throw std::invalid_argument("saliency.methods: " + why);
+      }
+    }
     auto recon = make_recon_loss(result.config, log);
     int64_t params = 0;
     for (auto& p : model->parameters()) params += p.numel();
@@ -173,7 +179,20 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     }
     if (mode != Mode::kEvalOnly) {
       const auto tt = std::chrono::steady_clock::now();
-      auto fit = trainer.fit();
+      struct TrainingPhase {  // on_training(false) on every way out, errors included
+        const Hooks& h;
+        explicit TrainingPhase(const Hooks& h) : h(h) {
+          if (h.on_training) h.on_training(true);
+        }
+        ~TrainingPhase() {
+          if (h.on_training) h.on_training(false);
+        }
+      };
+      FitResult fit;
+      {
+        TrainingPhase phase(hooks);
+        fit = trainer.fit();
+      }
       result.history = trainer.history();
       result.steps = trainer.steps();
       if (group)
@@ -182,8 +201,9 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
                         100 * group->communication_seconds() / std::max(1e-9, seconds_since(tt))));
       if (fit.interrupted) {
         result.interrupted = true;
+        result.paused = fit.step_limit;
         result.seconds = seconds_since(t0);
-        if (writer) write_status(out, "interrupted", "", before + result.seconds);
+        if (writer) write_status(out, fit.step_limit ? "paused" : "interrupted", "", before + result.seconds);
         return result;
       }
     }
@@ -201,6 +221,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     if (c.at("saliency").at("images").get<int64_t>() > 0) {
       const auto ts = std::chrono::steady_clock::now();
       result.saliency = saliency_stage(c, result.config, model, split, out);
+      for (const auto& s : result.saliency.skipped) log("note: saliency method " + s.first + " skipped: " + s.second);
       log(fmt::format("saliency: {:.1f} s", seconds_since(ts)));
     }
     result.seconds = seconds_since(t0);

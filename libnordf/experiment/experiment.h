@@ -23,6 +23,9 @@ struct Hooks {
   /// Polled after every training step; when it becomes true the run writes a checkpoint and
   /// returns with `Result::interrupted`.
   const std::atomic<bool>* stop = nullptr;
+  /// Called with true just before training starts and with false when it ends (also by an
+  /// error), so that an app can route Ctrl-C to `stop` only while a stop is honoured.
+  std::function<void(bool training)> on_training;
 };
 
 /// How `run` treats the output directory `run.out`.
@@ -37,7 +40,10 @@ enum class Mode {
 struct Result {
   std::string config;  ///< the resolved configuration (JSON text), as in OUT/config.json
   std::string out;
-  bool interrupted = false;  ///< stopped through `Hooks::stop`; resume with Mode::kResume
+  /// Training stopped before its last epoch, through `Hooks::stop` or train.max_steps (then
+  /// `paused` too); resume with Mode::kResume. Nothing is evaluated.
+  bool interrupted = false;
+  bool paused = false;  ///< the stop was train.max_steps running out (run.json: "paused")
   OpenSetSplit split;
   NordF model{nullptr};
   std::vector<EpochRecord> history;
@@ -53,7 +59,8 @@ struct Result {
 ///  - ood/metrics.json, ood/scores.csv, ood/embedding.csv (by `ood::evaluate`);
 ///  - saliency/ when saliency.images > 0 (by `saliency::write_report`, on the first images of the
 ///    ID test split, so that every run of a configuration explains the same images);
-///  - run.json: the status ("running", "interrupted", "finished" or "failed" with the error), the
+///  - run.json: the status ("running", "interrupted", "paused" (train.max_steps), "finished" or
+///    "failed" with the error), the
 ///    wall time summed over every call, and the library, LibTorch and thread configuration.
 /// Scores whose branch the configuration leaves out or untrained (λ = 0) are skipped and listed
 /// in metrics.json with the reason.
@@ -72,7 +79,7 @@ Result run(const std::string& config, Mode mode, const Hooks& hooks = {});
 
 /// The status of a run directory, from OUT/run.json.
 struct Status {
-  std::string state;  ///< "running", "interrupted", "finished", "failed", or "" when OUT holds no run.json
+  std::string state;  ///< "running", "interrupted", "paused", "finished", "failed", or "" when OUT holds no run.json
   std::string error;  ///< the error of a failed run
   double seconds = 0; ///< wall time summed over every call
 };

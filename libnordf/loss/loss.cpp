@@ -1,6 +1,7 @@
 #include <libnordf/core/registry.h>
 #include <libnordf/loss/loss.h>
 
+#include <cmath>
 #include <stdexcept>
 
 namespace nordf {
@@ -11,7 +12,11 @@ torch::Tensor similarity_loss(const torch::Tensor& d, const torch::Tensor& diffe
   TORCH_CHECK(d.dim() == 1 && different.dim() == 1 && d.size(0) == different.size(0),
               "similarity_loss: expected N dissimilarities and N labels, got ", d.sizes(), " and ", different.sizes());
   TORCH_CHECK(eps >= 0 && eps < 0.5, "similarity_loss: eps must be in [0, 0.5), got ", eps);
-  return F::binary_cross_entropy(eps > 0 ? eps + (1 - 2 * eps) * d : d, different.to(d.dtype()));
+  const auto p = eps > 0 ? eps + (1 - 2 * eps) * d : d;
+  // torch's BCE throws on inputs outside [0, 1], NaN included. A NaN dissimilarity comes from a
+  // diverged step, which must reach the Trainer's non-finite policy as a NaN loss.
+  if (!torch::isfinite(p).all().item<bool>()) return torch::full({}, NAN, p.options());
+  return F::binary_cross_entropy(p, different.to(d.dtype()));
 }
 
 torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& targets) {

@@ -17,7 +17,8 @@ namespace nordf {
 /// (any dtype, 0/1). The ε-squeeze bounds both the loss (≤ −log ε) and its gradient (≤ 1/ε):
 /// plain BCE has an unbounded gradient at d ∈ {0, 1}, which the cosine dissimilarity of
 /// non-negative features reaches, and which the gradient reversal would send into the backbone.
-/// ε = 0 gives torch.nn.functional.binary_cross_entropy exactly.
+/// ε = 0 gives torch.nn.functional.binary_cross_entropy exactly. A NaN or infinite d' gives a NaN
+/// loss (where torch's BCE would throw), so a diverged step reaches the Trainer's non-finite policy.
 torch::Tensor similarity_loss(const torch::Tensor& dissimilarity, const torch::Tensor& different, double eps = 1e-3);
 
 /// Classification loss: mean cross-entropy, CE = mean(−log softmax(z)_y). logits N×K, targets N (int64).

@@ -50,7 +50,7 @@ struct ImageOutput {
   torch::Tensor class_map;       ///< N×C×h×w classification ConvBlock output.
   torch::Tensor embedding;       ///< N×hidden penultimate classification features.
   torch::Tensor logits;          ///< N×K.
-  torch::Tensor reconstruction;  ///< N×3×S×S in [0, 1] (undefined if not requested or without a decoder).
+  torch::Tensor reconstruction;  ///< N×3×R×R in [0, 1], R the reconstruction size (undefined if not requested or without a decoder).
 };
 
 /// Output of a forward pass on a pair batch (x₁, x₂), N pairs. Per-image tensors of the two

@@ -199,6 +199,7 @@ class React : public Score {
   }
   torch::Tensor score(const Inputs& in) const override {
     if (!w_.defined()) throw std::invalid_argument("react: score() before fit()");
+    require(in.embedding, "embeddings", "react");
     auto logits = f64(in.embedding).clamp_max(clip_).mm(w_.t()) + b_;
     return T_ * torch::logsumexp(logits / T_, 1);
   }

@@ -79,7 +79,7 @@ void labelled_montage(const std::string& path, const std::vector<std::vector<tor
 std::vector<std::string> plot_history(const std::vector<EpochRecord>& history, const std::string& dir);
 
 /// Writes, for each OOD set, DIR/roc-<set>.{png,svg} (ROC curves of `methods`, OOD positive) and
-/// DIR/scores-<method>.{png,svg} (score densities of ID test and every OOD set) per method.
+/// DIR/scores-<method>.png (score densities of ID test and every OOD set) per method.
 /// Returns the files written. Throws `std::invalid_argument` naming a method the report lacks.
 std::vector<std::string> plot_ood(const ood::Report& report, const std::vector<std::string>& methods,
                                   const std::string& dir);

@@ -28,9 +28,22 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
   if (o.labels.defined() && (o.labels.dim() != 1 || o.labels.size(0) != images.size(0)))
     throw std::invalid_argument("saliency report: expected " + std::to_string(images.size(0)) +
                                 " labels, one per image, got " + c10::str(o.labels.sizes()));
-  const auto names = o.methods.empty() ? method_names() : o.methods;
+  // Every registered method that applies to this backbone by default; a method asked for by name
+  // that does not apply is an error, before any work.
+  std::vector<std::string> names;
   std::vector<std::shared_ptr<Method>> methods;
-  for (const auto& n : names) methods.push_back(make_method(n, o.method_options));
+  Report report;
+  for (const auto& n : o.methods.empty() ? method_names() : o.methods) {
+    auto m = make_method(n, o.method_options);
+    const std::string why = m->unsupported(*model->backbone);
+    if (!why.empty() && !o.methods.empty()) throw std::invalid_argument(why);
+    if (!why.empty()) {
+      report.skipped[n] = why;
+      continue;
+    }
+    names.push_back(n);
+    methods.push_back(std::move(m));
+  }
   model->eval();
   const auto device = model->parameters().front().device();
   auto x = images.to(device);
@@ -85,7 +98,6 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
   std::vector<std::pair<std::string, std::shared_ptr<Target>>> random_targets;
   if (o.randomisation) random_targets = targets_for(randomised);
 
-  Report report;
   const auto shown = imagenet_denormalize(images.detach().to(torch::kCPU, torch::kFloat)).clamp(0, 1);
   nlohmann::json metrics;
   for (size_t b = 0; b < trained_targets.size(); ++b) {
@@ -159,6 +171,7 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
   metrics["background_area"] =
       background.defined() ? nlohmann::json(report.background_area) : nlohmann::json(nullptr);
   metrics["methods"] = names;
+  metrics["skipped_methods"] = report.skipped;
   metrics["images"] = x.size(0);
   metrics["curve_baseline"] = o.curve.baseline;
   report.cam_resolution = layer_resolution(model, o.cam_layer);

@@ -17,7 +17,7 @@ namespace nordf::saliency {
 
 /// Options of `write_report`.
 struct ReportOptions {
-  std::vector<std::string> methods;  ///< empty = every registered method
+  std::vector<std::string> methods;  ///< empty = every registered method that applies to the backbone
   MethodOptions method_options;
   CurveOptions curve;
   /// The layer every target is split at, i.e. what Grad-CAM and Grad-CAM++ explain: kBranchInput
@@ -70,6 +70,9 @@ struct Report {
   /// (h, w) of `ReportOptions::cam_layer` at the model's image size.
   std::pair<int64_t, int64_t> cam_resolution{0, 0};
   std::vector<std::string> files;
+  /// Methods left out of a default (empty `ReportOptions::methods`) report because they do not
+  /// apply to the model's backbone → why (`Method::unsupported`).
+  std::map<std::string, std::string> skipped;
 };
 
 /// Explains `images` (N×3×S×S normalised, N even: images 2k and 2k+1 form a pair for the

@@ -265,8 +265,8 @@ class AttentionRollout : public Method {
     check_images(x, "attention_rollout");
     auto* vit = dynamic_cast<VisionTransformer*>(t.backbone());
     if (!vit)
-      throw std::invalid_argument("attention_rollout: needs a vision transformer backbone, got " +
-                                  (t.backbone() ? t.backbone()->backbone_name() : std::string("a target without one")));
+      throw std::invalid_argument(t.backbone() ? unsupported(*t.backbone())
+                                               : "attention_rollout: needs a vision transformer backbone, got a target without one");
     torch::NoGradGuard g;
     auto r = vit->attention_rollout(x.detach());
     const int64_t h = x.size(2) / vit->reduction(), w = x.size(3) / vit->reduction();
@@ -275,6 +275,11 @@ class AttentionRollout : public Method {
                                    .size(std::vector<int64_t>{x.size(2), x.size(3)})
                                    .mode(torch::kBilinear)
                                    .align_corners(false));
+  }
+  std::string unsupported(const Backbone& b) const override {
+    return dynamic_cast<const VisionTransformer*>(&b)
+               ? std::string()
+               : "attention_rollout: needs a vision transformer backbone, got " + b.backbone_name();
   }
 };
 

@@ -88,6 +88,8 @@ class Method {
   virtual ~Method() = default;
   /// N×1×H×W map for `images` (N×3×H×W). Gradient methods need no model access beyond `target`.
   virtual torch::Tensor explain(Target& target, const torch::Tensor& images) const = 0;
+  /// Why this method cannot explain a model with `backbone`; empty when it can (the default).
+  virtual std::string unsupported(const Backbone& backbone) const { return {}; }
 };
 
 using MethodFactory = std::function<std::shared_ptr<Method>(const MethodOptions&)>;

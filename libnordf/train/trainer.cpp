@@ -395,6 +395,7 @@ void Trainer::run_phase(bool train, int64_t epoch, PhaseStats& stats, double* su
     // on in the step's allreduce, so every rank stops after the same step.
     const bool stop = options_.group ? stop_requested_ : (options_.stop && options_.stop->load());
     if (train && (stop || (options_.max_steps > 0 && ++steps_this_call_ >= options_.max_steps))) {
+      step_limit_hit_ = !stop;
       reduce_sums(sums);
       save_checkpoint("latest.pt", epoch, step + 1, sums);
       if (writer()) write_steps();
@@ -447,10 +448,21 @@ void Trainer::write_steps() const {
   write_file_atomic((std::filesystem::path(options_.out_dir) / "steps.csv").string(), [&](std::ostream& out) {
     out << "epoch,step,loss,sim_loss,cls_loss,rec_loss,grad_norm,clipped,finite,grl_weight,lr\n";
     out.precision(9);
-    for (const auto& r : steps_)
-      out << r.epoch << ',' << r.step << ',' << r.loss << ',' << r.sim << ',' << r.cls << ',' << r.rec << ','
-          << r.grad_norm << ',' << (r.clipped ? 1 : 0) << ',' << (r.finite ? 1 : 0) << ',' << r.grl_weight << ','
-          << r.lr << '\n';
+    // One spelling per non-finite value ("nan", "inf", "-inf"); the stream would also write "-nan".
+    auto num = [&](double v) -> std::ostream& {
+      if (std::isnan(v)) return out << "nan";
+      return out << v;
+    };
+    for (const auto& r : steps_) {
+      out << r.epoch << ',' << r.step << ',';
+      num(r.loss) << ',';
+      num(r.sim) << ',';
+      num(r.cls) << ',';
+      num(r.rec) << ',';
+      num(r.grad_norm) << ',' << (r.clipped ? 1 : 0) << ',' << (r.finite ? 1 : 0) << ',';
+      num(r.grl_weight) << ',';
+      num(r.lr) << '\n';
+    }
   });
 }
 
@@ -511,6 +523,7 @@ FitResult Trainer::fit() {
     run_phase(true, epoch, rec.train, sums, first, stopped);
     if (stopped) {
       result.interrupted = true;
+      result.step_limit = step_limit_hit_;
       result.epochs_done = epoch;
       result.checkpoint = (fs::path(options_.out_dir) / "checkpoints" / "latest.pt").string();
       return result;

@@ -135,7 +135,8 @@ struct TrainOptions {
 
 /// What `Trainer::fit` ended with.
 struct FitResult {
-  bool interrupted = false;
+  bool interrupted = false;  ///< stopped before the last epoch ended (a stop request or max_steps)
+  bool step_limit = false;   ///< the stop was TrainOptions::max_steps running out, not a request
   int64_t epochs_done = 0;
   std::string checkpoint;  ///< path of the last checkpoint written
 };
@@ -191,6 +192,7 @@ class Trainer {
   std::vector<StepRecord> steps_;
   int64_t start_epoch_ = 0, start_step_ = 0;
   int64_t steps_this_call_ = 0;
+  bool step_limit_hit_ = false;
   bool stop_requested_ = false;
   std::vector<double> resume_sums_;
 };

@@ -58,8 +58,8 @@ std::map<std::string, torch::Tensor> parse_state_dict(const std::string& bytes, 
 /// Loads a weights file into `module` (a backbone, a NordF's `backbone`, or any module whose
 /// parameter names follow the file's layout). timm ConvNeXt-V2 keys are mapped onto the official
 /// layout, torchvision ViT keys onto timm's; a ViT `pos_embed` for another grid is resampled to
-/// the module's (bicubic, as timm), and one that is not 1 + a square number of tokens is an error
-/// naming the key and the shapes. Tensors are converted to the module's dtype and device. Throws `std::runtime_error`
+/// the module's (bicubic, as timm), and one that is not 1 + a square number of tokens is a
+/// `std::invalid_argument` naming the key and the shapes. Tensors are converted to the module's dtype and device. Throws `std::runtime_error`
 /// naming the first offending key: a shape mismatch always, a missing or unexpected key in strict
 /// mode. Nothing is copied unless the whole load succeeds.
 LoadReport load_weights(torch::nn::Module& module, const std::string& path, const LoadWeightsOptions& options = {});

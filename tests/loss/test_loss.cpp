@@ -102,3 +102,14 @@ TEST_CASE("NordFLoss weights and reports each term", "[loss]") {
   CHECK(terms.rec.item<double>() == Approx(0.5));
   CHECK(terms.total.item<double>() == Approx(2 * sim + 3 * ce + 0.25));
 }
+
+TEST_CASE("a NaN dissimilarity gives a NaN similarity loss, not an exception", "[loss]") {
+  // A diverged step must reach the Trainer's non-finite policy (skip, count, TrainingDiverged);
+  // torch's binary_cross_entropy throws on inputs outside [0, 1], NaN included.
+  const auto d = torch::tensor({0.5f, NAN});
+  for (double eps : {0.0, 1e-3}) {
+    torch::Tensor loss;
+    REQUIRE_NOTHROW(loss = nordf::similarity_loss(d, torch::tensor({0, 1}), eps));
+    CHECK(std::isnan(loss.item<double>()));
+  }
+}

@@ -442,3 +442,29 @@ TEST_CASE("Grad-CAM++ equals the reference formula on the same activations and g
   CHECK(expected.max().item<double>() > 0);
   CHECK(nordf_test::max_abs_diff(cam.to(torch::kDouble), expected) <= 1e-4 * expected.abs().max().item<double>());
 }
+
+TEST_CASE("a default saliency report leaves out methods the backbone cannot take, and naming one is an error",
+          "[saliency]") {
+  const auto dir = nordf_test::work_dir("saliency_report_default");
+  auto model = tiny_model();  // a ConvNeXt: attention rollout needs a ViT
+  torch::manual_seed(9);
+  auto images = torch::randn({2, 3, 32, 32});
+  auto targets = torch::rand({2, 3, 16, 16});
+  nordf::saliency::ReportOptions o;
+  o.curve.steps = 2;
+  o.cam_layer = 1;
+  o.randomisation = false;
+  o.method_options.smoothgrad_samples = 2;
+  o.method_options.ig_steps = 2;
+  auto r = nordf::saliency::write_report(model, images, targets, dir, o);
+  REQUIRE(r.skipped.count("attention_rollout") == 1);
+  CHECK_THAT(r.skipped.at("attention_rollout"), Catch::Contains("needs a vision transformer backbone, got convnextv2"));
+  CHECK(r.scores.at("classification").count("attention_rollout") == 0);
+  CHECK(r.scores.at("classification").size() == nordf::saliency::method_names().size() - 1);
+  std::ifstream in(dir + "/metrics.json");
+  auto j = nlohmann::json::parse(in);
+  CHECK(j["skipped_methods"].contains("attention_rollout"));
+  o.methods = {"gradient", "attention_rollout"};
+  REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, images, targets, dir, o),
+                      Catch::Contains("attention_rollout: needs a vision transformer backbone"));
+}
