@@ -204,7 +204,7 @@ MatFile::Array MatFile::parse_array(size_t buffer, size_t begin, size_t size, co
       e.size = u32(pos + 4);
       e.begin = pos + 8;
       if (e.size > end - pos - 8)
-        throw std::runtime_error(what + ": its " + role + " claims " + std::to_string(e.size) + " bytes, but the array holds " +
+        throw std::runtime_error(what + ": its " + role + " element claims " + std::to_string(e.size) + " bytes, but the array holds " +
                                  std::to_string(end - pos - 8) + " after its tag");
       pos = std::min(end, pos + 8 + ((e.size + 7) & ~size_t(7)));
     }

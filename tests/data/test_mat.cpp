@@ -152,7 +152,7 @@ TEST_CASE("MatFile refuses crafted files with one error naming the file and the 
              Catch::Contains("'x.mat': variable 0 claims 4294967295 bytes, but the file holds 64 after its tag"));
   // A sub-element longer than its array.
   const std::string lying = w.element(14, w.element(6, w.u32(6) + w.u32(0)) + w.u32(5) + w.u32(4000) + std::string(8, '\0'));
-  CHECK_THAT(err(w.header() + lying), Catch::Contains("its dimensions claims 4000 bytes, but the array holds"));
+  CHECK_THAT(err(w.header() + lying), Catch::Contains("its dimensions element claims 4000 bytes, but the array holds"));
   // 2^31 − 1 cells declared in a few bytes: refused before anything is allocated for them.
   CHECK_THAT(err(w.header() + w.matrix(1, {0x7FFFFFFF, 1}, "file_list", "")),
              Catch::Contains("a cell array of 2147483647 elements in 0 bytes"));
