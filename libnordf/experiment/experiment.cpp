@@ -111,7 +111,10 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   // rank looks at or writes into OUT. Rank 0 does all the writing; the others only train.
   const auto env = dist::environment();
   configure_threads(c.at("run").at("threads").get<int64_t>(), env.local_world_size);
-  const auto device = make_device(c.at("run").at("device").get<std::string>());
+  auto device = make_device(c.at("run").at("device").get<std::string>());
+  // One GPU per local rank, as torchrun jobs do, unless the configuration names one.
+  if (env.distributed() && device.is_cuda() && !device.has_index())
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   std::shared_ptr<dist::ProcessGroup> group;
   if (env.distributed())
     group = std::make_shared<dist::ProcessGroup>(
