@@ -1,12 +1,7 @@
 #include <libnordf/core/io.h>
 #include <libnordf/data/image.h>
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_PNG
-#define STBI_ONLY_BMP
-#define STBI_FAILURE_USERMSG
-#include <stb_image.h>
+#include <stb_image.h>  // implemented in stb_impl.cpp
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
@@ -55,7 +50,11 @@ void check_jpeg(const std::string& b, const std::string& source) {
   const auto corrupt = [&](const std::string& why) {
     return std::runtime_error("cannot decode image '" + source + "': corrupt JPEG (" + why + ")");
   };
-  size_t p = 2;
+  // stb_image takes any run of 0xFF bytes followed by 0xD8 as the start of a JPEG.
+  size_t p = 0;
+  while (p < b.size() && uint8_t(b[p]) == 0xFF) ++p;
+  if (p == 0 || p >= b.size() || uint8_t(b[p]) != 0xD8) return;
+  ++p;
   while (p + 1 < b.size()) {
     if (uint8_t(b[p]) != 0xFF) {  // entropy-coded data: jump to the next 0xFF
       const void* ff = std::memchr(b.data() + p, 0xFF, b.size() - p);
@@ -122,9 +121,9 @@ torch::Tensor decode_image(const std::string& bytes, const std::string& source, 
   };
   // The header's dimensions first: a 100000 × 100000 PNG of a few bytes must not allocate 30 GB.
   const auto [hw, hh] = header_dimensions(bytes);
-  if (bytes.size() >= 2 && uint8_t(bytes[0]) == 0xFF && uint8_t(bytes[1]) == 0xD8) check_jpeg(bytes, source);
+  check_jpeg(bytes, source);
   if (bytes.size() >= 8 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) check_png(bytes, source);
-  if (hw > 0 && hh > 0 && hw * hh > limits.max_pixels) throw too_large(hw, hh);
+  if (hw > 0 && hh > 0 && hw > limits.max_pixels / hh) throw too_large(hw, hh);  // hw·hh may pass 2^63
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {
     const char* why = stbi_failure_reason();

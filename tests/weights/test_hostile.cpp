@@ -150,6 +150,9 @@ TEST_CASE("a PNG that claims 100000 x 100000 pixels is refused before decoding",
                       Catch::Contains("image 'huge.png' is too large: 100000×100000 pixels"));
   REQUIRE_THROWS_WITH(nordf::decode_image(png_header(20000, 20000), "big.png"),
                       Catch::Contains("too large: 20000×20000 pixels, more than ReadLimits::max_pixels"));
+  // Width × height beyond 2^63 (a fuzzer's finding): refused from the header, without overflowing.
+  REQUIRE_THROWS_WITH(nordf::decode_image(png_header(0xFFFFFFFF, 0xFFFFFF15), "wrap.png"),
+                      Catch::Contains("image 'wrap.png' is too large: 4294967295×4294967061 pixels"));
 }
 
 TEST_CASE("a truncated .gz and an IDX header beyond the limits get clean errors", "[data][hostile]") {
@@ -189,6 +192,9 @@ TEST_CASE("a JPEG Huffman table with more than 256 codes is refused before stb_i
   REQUIRE_THROWS_WITH(nordf::decode_image(jpeg, "tables.jpg"),
                       Catch::Contains("cannot decode image 'tables.jpg': corrupt JPEG") &&
                           Catch::Contains("declares 4080 codes, more than 256"));
+  // stb_image skips 0xFF fill bytes before the SOI too, so they must not hide the table.
+  REQUIRE_THROWS_WITH(nordf::decode_image(std::string(80, '\xFF') + jpeg, "filled.jpg"),
+                      Catch::Contains("declares 4080 codes, more than 256"));
 }
 
 TEST_CASE("a PNG chunk longer than the file is refused before stb_image sees it", "[data][hostile]") {
