@@ -1,11 +1,15 @@
 #include <libnordf/core/io.h>
 #include <libnordf/data/image.h>
 
-#include <stb_image.h>  // implemented in stb_impl.cpp
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
+#include <stb_image.h>        // implemented in stb_impl.cpp
+#include <stb_image_write.h>  // implemented in stb_write_impl.cpp
+
+// Defined by stb_image_write's implementation, which does not declare it in its header part.
+extern "C" unsigned char* stbi_write_png_to_mem(const unsigned char* pixels, int stride_bytes, int x, int y, int n,
+                                                int* out_len);
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -166,7 +170,7 @@ void save_png(const std::string& path, const torch::Tensor& image) {
   unsigned char* png = stbi_write_png_to_mem(bytes.data_ptr<uint8_t>(), w * c, w, h, c, &len);
   if (!png) throw std::runtime_error("cannot encode PNG for '" + path + "'");
   std::string blob(reinterpret_cast<const char*>(png), static_cast<size_t>(len));
-  STBIW_FREE(png);
+  std::free(png);  // stb_image_write's default allocator
   write_file_atomic(path, blob);
 }
 

@@ -331,11 +331,7 @@ std::vector<std::string> MatFile::strings(const std::string& name) const {
     if (c->cls != mxCHAR || c->complex || c->dims.size() != 2 || c->dims[0] != 1) throw bad();
     const size_t ts = type_size(c->type);
     if (ts == 1) {
-      // Trailing NULs are padding: matio writes a UTF-8 row's data with two more bytes than the
-      // row holds. A name or path never ends in NUL.
-      std::string s(c->data, c->bytes);
-      while (!s.empty() && s.back() == '\0') s.pop_back();
-      out.push_back(std::move(s));
+      out.emplace_back(c->data, c->bytes);
     } else if (ts == 2 || ts == 4) {
       std::vector<uint32_t> units(c->bytes / ts);
       for (size_t k = 0; k < units.size(); ++k) {
@@ -353,7 +349,6 @@ std::vector<std::string> MatFile::strings(const std::string& name) const {
         }
         units[k] = u;
       }
-      while (!units.empty() && units.back() == 0) units.pop_back();
       out.push_back(utf16_to_utf8(units));
     } else {
       throw bad();

@@ -37,8 +37,8 @@ class MatFile {
   /// value is not a whole number of magnitude at most 2^53 (NaN, inf, 1.5).
   std::vector<int64_t> integers(const std::string& name) const;
   /// The cell array `name` of character rows (8-bit or UTF-8 bytes kept as they are, UTF-16
-  /// converted to UTF-8, trailing NULs dropped; a string wrapped in nested one-element cells
-  /// is unwrapped; an empty element is ""), in column-major order. Throws `std::runtime_error` when it is missing, not a
+  /// converted to UTF-8; a string wrapped in nested one-element cells is unwrapped; an empty
+  /// element is ""), in column-major order. Throws `std::runtime_error` when it is missing, not a
   /// cell array, or an element is not a single character row.
   std::vector<std::string> strings(const std::string& name) const;
 

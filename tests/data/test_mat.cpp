@@ -79,6 +79,8 @@ void write_list_with_matio(const std::string& path, const std::vector<std::strin
   REQUIRE(mat != nullptr);
   size_t dims[2] = {files.size(), 1};
   matvar_t* cell = Mat_VarCreate("file_list", MAT_C_CELL, MAT_T_CELL, 2, dims, nullptr, 0);
+  // ASCII only: matio 1.5's MAT_T_UTF8 reads past the end of non-ASCII input (AddressSanitizer),
+  // so non-ASCII text is tested with scipy's and hand-made files.
   for (size_t i = 0; i < files.size(); ++i) {
     size_t sdims[2] = {1, files[i].size()};
     Mat_VarSetCell(cell, static_cast<int>(i),
@@ -96,7 +98,7 @@ void write_list_with_matio(const std::string& path, const std::vector<std::strin
 
 TEST_CASE("MatFile reads matio's files, compressed or not, and scipy's", "[data][mat]") {
   const std::string dir = nordf_test::work_dir("mat");
-  const std::vector<std::string> files = {"n02085620-Chihuahua/n02085620_1.jpg", "", "n02/ünïcode.jpg"};
+  const std::vector<std::string> files = {"n02085620-Chihuahua/n02085620_1.jpg", "", "n02/with space.jpg"};
   const std::vector<double> labels = {1, 120, 7};
   for (auto compression : {MAT_COMPRESSION_NONE, MAT_COMPRESSION_ZLIB}) {
     const std::string path = dir + "/list" + std::to_string(int(compression)) + ".mat";
@@ -118,15 +120,16 @@ TEST_CASE("MatFile reads matio's files, compressed or not, and scipy's", "[data]
   }
 }
 
-TEST_CASE("MatFile reads both byte orders, UTF-16 text and nested one-element cells", "[data][mat]") {
+TEST_CASE("MatFile reads both byte orders, UTF-16 and UTF-8 text and nested one-element cells", "[data][mat]") {
   for (bool big : {false, true}) {
     Mat5 w{big};
-    // {'dog'; {'é€'}} as UTF-16, then labels.
+    // {'dog'; {'é€'}; 'ü/x'} (UTF-16, UTF-16, then a miUTF8 row: 3 characters in 4 bytes), then labels.
     const std::string inner = w.matrix(1, {1, 1}, "", w.chars({0xE9, 0x20AC}));
-    const std::string cells = w.matrix(1, {2, 1}, "file_list", w.chars({'d', 'o', 'g'}) + inner);
+    const std::string utf8 = w.matrix(4, {1, 3}, "", w.element(16, "\xC3\xBC/x"));
+    const std::string cells = w.matrix(1, {3, 1}, "file_list", w.chars({'d', 'o', 'g'}) + inner + utf8);
     const std::string file = w.header() + cells + w.doubles("labels", {3, 4});
     const nordf::MatFile m(file, big ? "big.mat" : "little.mat");
-    CHECK(m.strings("file_list") == std::vector<std::string>{"dog", "\xC3\xA9\xE2\x82\xAC"});
+    CHECK(m.strings("file_list") == std::vector<std::string>{"dog", "\xC3\xA9\xE2\x82\xAC", "\xC3\xBC/x"});
     CHECK(m.integers("labels") == std::vector<int64_t>{3, 4});
   }
 }
