@@ -272,7 +272,27 @@ std::string mmss(double s) {
   return t >= 3600 ? fmt::format("{}:{:02d}:{:02d}", t / 3600, t / 60 % 60, t % 60) : fmt::format("{}:{:02d}", t / 60, t % 60);
 }
 
-/// Writes OUT/study.json, or checks that the one there describes the same study.
+/// Whether `mine` is the study `theirs` with points added: the same base, splits, seeds and
+/// reference, and each of their points unchanged (the description may differ). Finished runs of
+/// such a study stay valid, so it resumes the directory.
+bool grows(const json& theirs, const json& mine) {
+  if (!theirs.is_object() || !theirs.contains("points") || !theirs.at("points").is_array()) return false;
+  json a = theirs, b = mine;
+  for (auto* j : {&a, &b}) {
+    j->erase("points");
+    j->erase("description");
+  }
+  if (a != b) return false;
+  for (const auto& p : theirs.at("points")) {
+    bool kept = false;
+    for (const auto& q : mine.at("points")) kept = kept || p == q;
+    if (!kept) return false;
+  }
+  return true;
+}
+
+/// Writes OUT/study.json, or checks that the one there describes the same study, or the same
+/// study with points added (then it is rewritten).
 void claim_directory(const Spec& spec, const std::string& out) {
   const auto manifest = (fs::path(out) / "study.json").string();
   const auto mine = spec_to_json(spec);
@@ -283,10 +303,12 @@ void claim_directory(const Spec& spec, const std::string& out) {
     } catch (const json::exception& e) {
       throw std::runtime_error("'" + manifest + "' is not a study manifest: " + e.what());
     }
-    if (theirs != mine)
+    if (theirs == mine) return;
+    if (!grows(theirs, mine))
       throw std::invalid_argument("'" + out + "' holds a different study ('" + theirs.value("name", "?") +
                                   "', " + manifest + "): its grid, seeds or base configuration differ; use another "
-                                  "output directory, or the same grid and flags to resume it");
+                                  "output directory, or the same grid and flags to resume it (adding points is allowed)");
+    write_file_atomic(manifest, mine.dump(2) + "\n");
     return;
   }
   if (fs::exists(out) && !fs::is_empty(out))
@@ -314,6 +336,11 @@ Summary run(const Spec& spec, const Options& options) {
                   options.shards > 1 ? fmt::format(" (shard {}/{}: {} runs)", options.shard, options.shards, mine.size()) : "",
                   options.out_dir));
 
+  const auto settled = [&](const experiment::Status& s) {
+    return s.state == "finished" || (s.state == "failed" && !options.retry_failed);
+  };
+  int64_t to_run = 0;  // the ETA counts only the runs this invocation trains
+  for (const auto i : mine) to_run += !settled(experiment::read_status((fs::path(options.out_dir) / all[i].dir()).string()));
   const auto t0 = std::chrono::steady_clock::now();
   int64_t done = 0, ran = 0;
   double ran_seconds = 0;
@@ -322,7 +349,7 @@ Summary run(const Spec& spec, const Options& options) {
     const auto dir = (fs::path(options.out_dir) / id.dir()).string();
     const auto label = fmt::format("[{}/{}] {} · {} · seed {}", k + 1, mine.size(), id.split, id.point, id.seed);
     const auto status = experiment::read_status(dir);
-    if (status.state == "finished" || (status.state == "failed" && !options.retry_failed)) {
+    if (settled(status)) {
       ++done;
       log(fmt::format("{}: {} earlier{}", label, status.state, status.state == "failed" ? ": " + status.error : ""));
       continue;
@@ -361,7 +388,7 @@ Summary run(const Spec& spec, const Options& options) {
     ++done;
     ++ran;
     ran_seconds += secs;
-    const double eta = ran_seconds / static_cast<double>(ran) * static_cast<double>(mine.size() - k - 1);
+    const double eta = ran_seconds / static_cast<double>(ran) * static_cast<double>(std::max<int64_t>(0, to_run - ran));
     log(fmt::format("{}: {} in {} · study ETA {}", label, outcome, mmss(secs), mmss(eta)));
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

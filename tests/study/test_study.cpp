@@ -106,6 +106,33 @@ TEST_CASE("a tiny study writes every output, and its summary equals the runs' ow
   CHECK(without_times(json::parse(again.json())) == without_times(json::parse(summary.json())));
   // --merge: the summary from the directory alone.
   CHECK(without_times(json::parse(S::summarize(out).json())) == without_times(json::parse(summary.json())));
+  // A grid grown by a point resumes: only the new point's runs are trained.
+  auto grown = tiny_spec();
+  grown.points.push_back({"no-rec", R"({"model": {"no_reconstruction": true}, "train": {"lambda_rec": 0}})"});
+  grown.description = "grown";
+  lines.clear();
+  auto extended = S::run(grown, o);
+  skipped = 0;
+  for (const auto& l : lines) skipped += l.find("finished earlier") != std::string::npos;
+  CHECK(skipped == 6);
+  // The ETA counts only the runs still to train: after seed 1's new run, one more (seed 2's).
+  int eta_lines = 0;
+  for (const auto& l : lines)
+    if (l.find("no-rec · seed 1: finished") != std::string::npos) {
+      ++eta_lines;
+      INFO(l);
+      const auto took = l.substr(l.find(" in ") + 4, l.find(" · study ETA") - l.find(" in ") - 4);
+      CHECK(l.substr(l.find("study ETA ") + 10) == took);
+    }
+  CHECK(eta_lines == 1);
+  CHECK(extended.finished() == 8);
+  CHECK(extended.rows.size() == 4);
+  CHECK(json::parse(nordf::read_file(out + "/study.json"))["points"].size() == 4);
+  // A changed point, or a dropped one, is another study.
+  auto changed = grown;
+  changed.points[0].config = R"({"train": {"lr": 0.5}})";
+  REQUIRE_THROWS_WITH(S::run(changed, o), Catch::Contains("holds a different study ('tiny'"));
+  REQUIRE_THROWS_WITH(S::run(tiny_spec(), o), Catch::Contains("holds a different study ('tiny'"));
 }
 
 TEST_CASE("two shards merged equal the unsharded study", "[study]") {
