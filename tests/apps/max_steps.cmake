@@ -1,6 +1,13 @@
 # Runs nordf-basic with --max-steps 3 on a tiny split: it must exit 0 with the "paused" line and
 # leave run.json "paused" and 3 rows in steps.csv; --resume OUT --max-steps 0 then finishes the
 # run (run.json "finished", an OOD table).
+function(expect_status want)
+  file(READ ${OUT_DIR}/run.json status)
+  if(NOT status MATCHES "\"status\": \"${want}\"")
+    message(FATAL_ERROR "run.json does not say ${want}:\n${status}")
+  endif()
+endfunction()
+
 file(REMOVE_RECURSE ${OUT_DIR})
 set(args --train-per-class 40 --val-per-class 10 --test-per-class 10 --ood-limit 20 --epochs 1 --batch-size 8
          --ood-methods msp nordf_sim)
@@ -12,10 +19,7 @@ endif()
 if(NOT out MATCHES "paused after 3 training steps \\(train.max_steps\\)")
   message(FATAL_ERROR "no 'paused' line in:\n${out}")
 endif()
-file(READ ${OUT_DIR}/run.json status)
-if(NOT status MATCHES "\"status\": \"paused\"")
-  message(FATAL_ERROR "run.json does not say paused:\n${status}")
-endif()
+expect_status(paused)
 file(STRINGS ${OUT_DIR}/steps.csv rows)
 list(LENGTH rows n)
 if(NOT n EQUAL 4)
@@ -25,8 +29,5 @@ execute_process(COMMAND ${EXE} --resume ${OUT_DIR} --max-steps 0 RESULT_VARIABLE
 if(NOT rc EQUAL 0 OR NOT out MATCHES "ID test accuracy")
   message(FATAL_ERROR "the resumed run did not finish (exit ${rc}):\n${out}\n${err}")
 endif()
-file(READ ${OUT_DIR}/run.json status)
-if(NOT status MATCHES "\"status\": \"finished\"")
-  message(FATAL_ERROR "run.json does not say finished:\n${status}")
-endif()
+expect_status(finished)
 message("paused after 3 steps, then finished on --resume")

@@ -6,7 +6,6 @@
 #include <libnordf/data/transforms.h>
 
 #include <catch2/catch.hpp>
-#include <matio.h>
 #include <stb_image_write.h>
 #include <zlib.h>
 
@@ -15,6 +14,7 @@
 #include <map>
 #include <set>
 
+#include "matio_writer.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -163,24 +163,6 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
 
 namespace {
 
-/// Writes a Stanford Dogs list (.mat with file_list, labels) as the official ones are laid out.
-void write_dogs_list(const std::string& path, const std::vector<std::string>& files, const std::vector<double>& labels) {
-  mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
-  REQUIRE(mat != nullptr);
-  size_t dims[2] = {files.size(), 1};
-  matvar_t* cell = Mat_VarCreate("file_list", MAT_C_CELL, MAT_T_CELL, 2, dims, nullptr, 0);
-  for (size_t i = 0; i < files.size(); ++i) {
-    size_t sdims[2] = {1, files[i].size()};
-    matvar_t* s = Mat_VarCreate(nullptr, MAT_C_CHAR, MAT_T_UTF8, 2, sdims, const_cast<char*>(files[i].c_str()), 0);
-    Mat_VarSetCell(cell, static_cast<int>(i), s);
-  }
-  Mat_VarWrite(mat, cell, MAT_COMPRESSION_NONE);
-  Mat_VarFree(cell);
-  matvar_t* lab = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, const_cast<double*>(labels.data()), 0);
-  Mat_VarWrite(mat, lab, MAT_COMPRESSION_NONE);
-  Mat_VarFree(lab);
-  Mat_Close(mat);
-}
 
 /// A miniature Stanford Dogs tree: 8 breeds "n0<c>-breed<c>" (label c + 1), 10 training images
 /// each as in the official train_list.mat, and `test_counts[c]` test images; returns the root.
@@ -200,8 +182,8 @@ std::string write_dogs(const std::string& dir, const std::vector<int>& test_coun
   }
   for (auto* files : {&train_files, &test_files})
     for (const auto& f : *files) write_png(dir + "/Images/" + f, 0.3f);
-  write_dogs_list(dir + "/train_list.mat", train_files, train_labels);
-  write_dogs_list(dir + "/test_list.mat", test_files, test_labels);
+  nordf_test::write_list_with_matio(dir + "/train_list.mat", train_files, train_labels);
+  nordf_test::write_list_with_matio(dir + "/test_list.mat", test_files, test_labels);
   return dir;
 }
 
@@ -316,7 +298,7 @@ TEST_CASE("Stanford Dogs: explicit ID breeds by index or name, and clear errors"
   const auto broken = write_dogs(nordf_test::work_dir("dogs_broken"), {2, 2, 2, 2, 2, 2, 2});
   fs::remove(broken + "/test_list.mat");
   REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(broken, "", o), Catch::Contains("test_list.mat' does not exist"));
-  write_dogs_list(broken + "/test_list.mat", {"n00-breed0/te0.png", "n00-breed0/gone.png"}, {1, 1});
+  nordf_test::write_list_with_matio(broken + "/test_list.mat", {"n00-breed0/te0.png", "n00-breed0/gone.png"}, {1, 1});
   REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(broken, "", o),
                       Catch::Contains("lists 'n00-breed0/gone.png', which does not exist"));
   o.skip_corrupt = true;  // dropped and counted instead

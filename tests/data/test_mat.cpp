@@ -5,12 +5,12 @@
 #include <libnordf/data/sources.h>
 
 #include <catch2/catch.hpp>
-#include <matio.h>
 #include <zlib.h>
 
 #include <cstring>
 #include <filesystem>
 
+#include "matio_writer.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -72,27 +72,6 @@ std::string zlib(const std::string& data) {
   return out;
 }
 
-/// file_list and labels through matio, compressed or not.
-void write_list_with_matio(const std::string& path, const std::vector<std::string>& files,
-                           const std::vector<double>& labels, matio_compression compression) {
-  mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
-  REQUIRE(mat != nullptr);
-  size_t dims[2] = {files.size(), 1};
-  matvar_t* cell = Mat_VarCreate("file_list", MAT_C_CELL, MAT_T_CELL, 2, dims, nullptr, 0);
-  // ASCII only: matio 1.5's MAT_T_UTF8 reads past the end of non-ASCII input (AddressSanitizer),
-  // so non-ASCII text is tested with scipy's and hand-made files.
-  for (size_t i = 0; i < files.size(); ++i) {
-    size_t sdims[2] = {1, files[i].size()};
-    Mat_VarSetCell(cell, static_cast<int>(i),
-                   Mat_VarCreate(nullptr, MAT_C_CHAR, MAT_T_UTF8, 2, sdims, const_cast<char*>(files[i].c_str()), 0));
-  }
-  Mat_VarWrite(mat, cell, compression);
-  Mat_VarFree(cell);
-  matvar_t* lab = Mat_VarCreate("labels", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, const_cast<double*>(labels.data()), 0);
-  Mat_VarWrite(mat, lab, compression);
-  Mat_VarFree(lab);
-  Mat_Close(mat);
-}
 
 }  // namespace
 
@@ -102,7 +81,7 @@ TEST_CASE("MatFile reads matio's files, compressed or not, and scipy's", "[data]
   const std::vector<double> labels = {1, 120, 7};
   for (auto compression : {MAT_COMPRESSION_NONE, MAT_COMPRESSION_ZLIB}) {
     const std::string path = dir + "/list" + std::to_string(int(compression)) + ".mat";
-    write_list_with_matio(path, files, labels, compression);
+    nordf_test::write_list_with_matio(path, files, labels, compression);
     const auto m = nordf::MatFile::open(path);
     CHECK(m.names() == std::vector<std::string>{"file_list", "labels"});
     CHECK(m.strings("file_list") == files);
