@@ -1,0 +1,292 @@
+// nordf-bench: what the NORD-F training step, the evaluation, the data pipeline and the machine's
+// sgemm cost, measured on this machine. Prints what it measured and on what; the `result` lines
+// are for bench/compare.sh, which runs this and the Python reference side by side.
+#include "../apps/common/run_config.h"
+
+#include <fmt/core.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include <dlfcn.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <map>
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// libnordf's apps run OpenBLAS single-threaded (experiment::configure_threads); the benchmark
+// lets every split be measured.
+void set_blas_threads(int64_t n) {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set(static_cast<int>(n));
+}
+
+int64_t count_parameters(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+// ---- the training step on random data ----------------------------------------------------
+void measure_step(const json& config, const std::string& text, torch::Device device, int64_t steps, int64_t warmup,
+                  bool breakdown, const std::string& profile) {
+  const auto log = [](const std::string& s) { fmt::print(stderr, "{}\n", s); };
+  auto model = nordf::experiment::make_model(text, 5, log);
+  model->to(device);
+  model->train();
+  auto recon = nordf::experiment::make_recon_loss(text, log);
+  recon->to(device);
+  const auto t = nordf::experiment::make_train_options(text);
+  nordf::NordFLoss loss(t.loss_weights, recon, t.sim_eps);
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(t.lr));
+
+  const int64_t n = config["train"]["batch_size"], s = model->options.image_size(), r = model->recon_size();
+  auto x1 = torch::randn({n, 3, s, s}, device), x2 = torch::randn({n, 3, s, s}, device);
+  nordf::PairTargets targets{torch::randint(0, 5, {n}, torch::dtype(torch::kLong).device(device)),
+                             torch::randint(0, 5, {n}, torch::dtype(torch::kLong).device(device)),
+                             torch::randint(0, 2, {n}, device).to(torch::kFloat), torch::rand({n, 3, r, r}, device),
+                             torch::rand({n, 3, r, r}, device)};
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  auto step = [&] {
+    auto out = model->forward(x1, x2, 0.5);
+    auto terms = loss(out, targets);
+    opt.zero_grad();
+    terms.total.backward();
+    if (t.grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), t.grad_clip_norm);  // as the Trainer
+    opt.step();
+  };
+  for (int64_t i = 0; i < warmup; ++i) step();
+  sync();
+  // Each step timed on its own; the median is robust to a noisy neighbour.
+  std::vector<double> times;
+  for (int64_t i = 0; i < steps; ++i) {
+    const auto t0 = Clock::now();
+    step();
+    sync();
+    times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  const double step_s = times[times.size() / 2];
+
+  fmt::print("train step: {:.1f} ms median of {} steps after {} warm-up ({:.1f} pairs/s); {} parameters\n",
+             step_s * 1e3, steps, warmup, static_cast<double>(n) / step_s, count_parameters(*model));
+  fmt::print("result step_ms {:.2f}\nresult params {}\n", step_s * 1e3, count_parameters(*model));
+  if (!profile.empty()) {
+    {
+      torch::autograd::profiler::RecordProfile guard(profile);  // LibTorch's operator-level trace
+      step();
+    }
+    fmt::print("profile of one step (Chrome trace): {} (bench/profile_summary.py FILE)\n", profile);
+  }
+  if (!breakdown) return;
+
+  // Where the time goes: backbone alone (forward + backward) on the 2N batch, and the decoder.
+  auto both = torch::cat({x1, x2});
+  auto t0 = Clock::now();
+  for (int64_t i = 0; i < steps; ++i) model->backbone->forward(both).sum().backward();
+  sync();
+  const double backbone_s = seconds_since(t0) / static_cast<double>(steps);
+  double decoder_s = 0;
+  if (model->has_reconstruction()) {
+    auto z = torch::randn({2 * n, model->decoder->options.in_channels(), model->feature_size(), model->feature_size()},
+                          device);
+    t0 = Clock::now();
+    for (int64_t i = 0; i < steps; ++i) model->decoder->forward(z).sum().backward();
+    sync();
+    decoder_s = seconds_since(t0) / static_cast<double>(steps);
+  }
+  fmt::print("  backbone fwd+bwd on 2N images: {:.1f} ms | decoder fwd+bwd: {:.1f} ms\n", backbone_s * 1e3,
+             decoder_s * 1e3);
+}
+
+// ---- the evaluation on random images -----------------------------------------------------
+// A synthetic open set (random uint8 images, 5 classes) of `per_set` images in each of ID
+// train, ID validation, ID test and one near-OOD set, through `ood::evaluate` with every
+// registered score: features, logits, reconstructions, fitting and scoring, and the metrics.
+void measure_eval(const std::string& text, torch::Device device, int64_t per_set, int64_t repeats) {
+  const auto log = [](const std::string& s) { fmt::print(stderr, "{}\n", s); };
+  auto model = nordf::experiment::make_model(text, 5, log);
+  model->to(device);
+  const int64_t s = model->options.image_size();
+  auto make_set = [&](const std::string& name, int64_t seed) {
+    torch::manual_seed(seed);
+    auto images = torch::randint(0, 256, {per_set, 3, s, s}, torch::kUInt8);
+    std::vector<int64_t> labels(static_cast<size_t>(per_set));
+    for (int64_t i = 0; i < per_set; ++i) labels[static_cast<size_t>(i)] = i % 5;
+    return std::make_shared<nordf::TensorImageDataset>(name, images, labels);
+  };
+  nordf::OpenSetSplit split;
+  split.name = "random";
+  split.class_names = {"0", "1", "2", "3", "4"};
+  split.train = make_set("train", 1);
+  split.val = make_set("val", 2);
+  split.test = make_set("test", 3);
+  split.ood.push_back({"near", true, make_set("near", 4)});
+  auto options = nordf::experiment::make_eval_options(text);
+  options.device = device;
+  // ood.methods (--ood-methods): empty = every registered score
+  options.out_dir.clear();
+  options.embedding_points = 0;
+  nordf::ood::evaluate(model, split, options);  // warm-up
+  std::vector<double> times;
+  size_t methods = 0;
+  for (int64_t i = 0; i < repeats; ++i) {
+    const auto t0 = Clock::now();
+    const auto report = nordf::ood::evaluate(model, split, options);
+    times.push_back(seconds_since(t0));
+    methods = report.methods.size();
+  }
+  std::sort(times.begin(), times.end());
+  const double t = times[times.size() / 2];
+  const double images = 4.0 * static_cast<double>(per_set);
+  fmt::print("evaluation: {} scores on {} images (ID train, val, test and near-OOD, {} each), batch {}: {:.2f} s median "
+             "of {}, {:.1f} images/s\n",
+             methods, images, per_set, options.loader.batch_size, t, repeats, images / t);
+  fmt::print("result eval_images_per_s {:.2f}\n", images / t);
+}
+
+// ---- the data pipeline on an image folder ------------------------------------------------
+// ROOT/<class>/<image>: the training pair loader (decode, augment, reconstruction target,
+// normalise, batch) over one epoch, after one warm-up epoch that fills the page cache.
+void measure_data(const std::string& text, const std::string& root, int64_t epochs) {
+  std::vector<std::string> paths;
+  std::vector<int64_t> labels;
+  std::map<std::string, int64_t> classes;
+  if (!fs::is_directory(root)) throw std::runtime_error("--data-dir '" + root + "' is not a directory");
+  for (const auto& c : fs::directory_iterator(root))
+    if (c.is_directory()) classes.emplace(c.path().filename().string(), 0);
+  int64_t k = 0;
+  for (auto& kv : classes) kv.second = k++;
+  for (const auto& kv : classes) {
+    std::vector<std::string> files;
+    for (const auto& f : fs::directory_iterator(fs::path(root) / kv.first))
+      if (f.is_regular_file()) files.push_back(f.path().string());
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) {
+      paths.push_back(std::move(f));
+      labels.push_back(kv.second);
+    }
+  }
+  if (classes.size() < 2 || paths.empty())
+    throw std::runtime_error("--data-dir '" + root + "' needs at least two class folders of images");
+  auto data = std::make_shared<nordf::FileImageDataset>(paths, labels);
+  auto options = nordf::experiment::make_loader_options(text, /*train=*/true);
+  options.drop_last = true;
+  nordf::PairLoader loader(data, 0.5, options);
+  auto pass = [&](int64_t epoch) {
+    int64_t images = 0;
+    auto e = loader.epoch(epoch);
+    while (auto b = e.next()) images += 2 * b->x1.size(0);
+    return images;
+  };
+  pass(0);
+  std::vector<double> rates;
+  for (int64_t e = 1; e <= epochs; ++e) {
+    const auto t0 = Clock::now();
+    const auto n = pass(e);
+    rates.push_back(static_cast<double>(n) / seconds_since(t0));
+  }
+  std::sort(rates.begin(), rates.end());
+  const double rate = rates[rates.size() / 2];
+  fmt::print("data pipeline: {} files in {} classes, pairs of {} px + {} px targets, batch {}, {} workers, crop {} flip {} "
+             "rotation {}: {:.1f} images/s (median of {} epochs)\n",
+             paths.size(), classes.size(), options.transform.image_size, options.transform.recon_size,
+             options.batch_size, options.workers, options.transform.crop_scale_min, options.transform.hflip_prob,
+             options.transform.rotation_degrees, rate, epochs);
+  fmt::print("result data_images_per_s {:.2f}\n", rate);
+}
+
+// ---- sgemm ---------------------------------------------------------------------------------
+void measure_sgemm(int64_t n, int64_t repeats) {
+  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  auto c = torch::mm(a, b);
+  double best = 1e30;
+  for (int64_t i = 0; i < repeats; ++i) {
+    const auto t0 = Clock::now();
+    torch::mm_out(c, a, b);
+    best = std::min(best, seconds_since(t0));
+  }
+  const double gflops = 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / best / 1e9;
+  fmt::print("sgemm {}x{}: {:.1f} GFLOP/s (best of {})\n", n, n, gflops, repeats);
+  fmt::print("result sgemm_gflops {:.2f}\n", gflops);
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"nordf-bench: time the NORD-F training step, evaluation, data pipeline and sgemm on this machine"};
+  nordf::app::ConfigFlags flags(app);
+  nordf::app::add_version_flag(app);
+  std::string measure = "step", data_dir;
+  int64_t steps = 20, warmup = 3, blas_threads = 1, eval_images = 256, repeats = 3, sgemm_size = 2048, data_epochs = 2;
+  bool breakdown = false;
+  std::string profile;
+  double crop_scale_min = -1, rotation = -1;
+  app.add_option("--measure", measure, "step, eval, data or sgemm")
+      ->check(CLI::IsMember({"step", "eval", "data", "sgemm"}));
+  app.add_option("--steps", steps, "timed steps (step)")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed steps first (step)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--breakdown", breakdown, "also time the backbone and the decoder alone (step)");
+  app.add_option("--profile", profile, "write LibTorch's operator trace of one more step to this file (step)");
+  app.add_option("--blas-threads", blas_threads, "OpenBLAS threads (the apps use 1)")->check(CLI::PositiveNumber);
+  app.add_option("--eval-images", eval_images, "images in each of the four evaluation sets (eval)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--repeats", repeats, "timed repetitions (eval, sgemm)")->check(CLI::PositiveNumber);
+  app.add_option("--data-dir", data_dir, "an image folder, ROOT/<class>/<image> (data)");
+  app.add_option("--data-epochs", data_epochs, "timed epochs after a warm-up epoch (data)")->check(CLI::PositiveNumber);
+  app.add_option("--crop-scale-min", crop_scale_min, "data.crop_scale_min: random-resized-crop lower area bound (data)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--rotation", rotation, "data.rotation: maximum rotation in degrees (data)")->check(CLI::Range(0.0, 180.0));
+  app.add_option("--sgemm-size", sgemm_size, "matrix size (sgemm)")->check(CLI::PositiveNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (measure == "data" && data_dir.empty()) throw std::invalid_argument("--measure data needs --data-dir");
+  json config = json::parse(nordf::experiment::default_config());
+  flags.apply(config);
+  if (crop_scale_min >= 0) config["data"]["crop_scale_min"] = crop_scale_min;
+  if (rotation >= 0) config["data"]["rotation"] = rotation;
+  const auto text = config.dump();
+  nordf::experiment::validate_config(text, "configuration");
+  nordf::experiment::configure_threads(config["run"]["threads"].get<int64_t>());
+  set_blas_threads(blas_threads);
+  const auto device = nordf::experiment::make_device(config["run"]["device"]);
+  fmt::print("nordf-bench {}: libnordf {}, LibTorch {}, {} cores, device {}, {} LibTorch threads, {} OpenBLAS threads\n",
+             measure, NORDF_VERSION_STRING, TORCH_VERSION, std::thread::hardware_concurrency(), device.str(),
+             torch::get_num_threads(), blas_threads);
+  if (measure == "step" || measure == "eval")
+    fmt::print("model: {} backbone, {} px, batch {}, branch width {}, {} norm, recon {} px, {} loss\n",
+               config["model"]["backbone"].get<std::string>(), config["model"]["image_size"].get<int64_t>(),
+               config["train"]["batch_size"].get<int64_t>(), config["model"]["channels"].get<int64_t>(),
+               config["model"]["norm"].get<std::string>(), config["model"]["recon_size"].get<int64_t>(),
+               config["train"]["recon_loss"].get<std::string>());
+  if (measure == "step") measure_step(config, text, device, steps, warmup, breakdown, profile);
+  if (measure == "eval") measure_eval(text, device, eval_images, repeats);
+  if (measure == "data") measure_data(text, data_dir, data_epochs);
+  if (measure == "sgemm") measure_sgemm(sgemm_size, repeats);
+  fmt::print("peak RSS: {:.1f} MiB\nresult peak_rss_mib {:.1f}\n", peak_rss_mib(), peak_rss_mib());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return nordf::app::guarded("nordf-bench", [&] { return run(argc, argv); });
+}
