@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # libnordf setup for Debian 12: installs every dependency, checks that LibTorch will load
-# OpenBLAS, then configures and builds libnordf, its apps and its tests in Release.
+# OpenBLAS, then configures and builds libnordf, its apps, benchmarks and tests in Release.
 # Idempotent: packages already installed are skipped and the build is incremental.
 #
+# Usage: scripts/setup.sh [TARGET ...]   builds only the named CMake targets (for example
+#        nordf-basic) and what they need; with none, everything.
 # Environment: NORDF_BUILD_DIR (default: build), NORDF_JOBS (default: nproc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,6 +58,11 @@ for lib in libblas.so.3 liblapack.so.3; do
 done
 
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-log "building in $BUILD_DIR with $JOBS jobs"
-cmake --build "$BUILD_DIR" -j "$JOBS"
+if (($#)); then
+  log "building $* in $BUILD_DIR with $JOBS jobs"
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target "$@"
+else
+  log "building everything in $BUILD_DIR with $JOBS jobs"
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+fi
 log "done"
