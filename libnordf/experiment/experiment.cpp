@@ -217,6 +217,11 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
       return result;
     }
 
+    // The other local ranks have ended with training: the evaluation may use every core again.
+    if (env.distributed() && env.local_world_size > 1) {
+      configure_threads(c.at("run").at("threads").get<int64_t>(), 1);
+      log(fmt::format("evaluating on rank 0 with {} threads", torch::get_num_threads()));
+    }
     const auto te = std::chrono::steady_clock::now();
     result.report = ood::evaluate(model, split, make_eval_options(result.config));
     log(fmt::format("OOD evaluation: {:.1f} s", seconds_since(te)));

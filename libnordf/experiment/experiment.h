@@ -70,8 +70,10 @@ struct Result {
 /// timeout run.dist_timeout seconds): each rank loads its shard of every global batch of
 /// train.batch_size × world size pairs and the gradients are averaged. Rank 0 validates, writes
 /// every file and evaluates; the other ranks return after training, with an empty report. Resuming
-/// reads OUT/checkpoints/latest.pt on every rank, so OUT must be on a shared file system. Sets LibTorch's intra-op threads from run.threads (0 = all
-/// cores) and OpenBLAS to one thread (see `configure_threads`).
+/// reads OUT/checkpoints/latest.pt on every rank, so OUT must be on a shared file system.
+/// Sets LibTorch's intra-op threads from run.threads (0 = all cores, shared among the ranks on
+/// this machine while they train; rank 0 takes them all back for the evaluation) and OpenBLAS to
+/// one thread (see `configure_threads`).
 /// Throws `std::invalid_argument` on a bad configuration, `std::runtime_error` on a missing or
 /// corrupt file and `TrainingDiverged` when training meets more non-finite steps than allowed;
 /// once OUT exists, the error is first recorded in run.json.
