@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Side-by-side benchmark of libnordf (nordf-bench) and the Python reference (python/reference.py)
 on the same PyTorch build.
 

@@ -20,7 +20,7 @@ one() {  # name, then nordf-basic arguments
     { echo "$name failed, see $dir.log" >&2; exit 1; }
   printf '%s\n' "== $name: nordf-basic $*"
   grep -E "^epoch|communication|ID test accuracy|wall " "$dir.log" | sed 's/^/   /'
-  python3 - "$dir/ood/metrics.json" <<'PY'
+  /usr/bin/python3 - "$dir/ood/metrics.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 best = max(((r["near_mean"]["auroc"], k) for k, r in m["methods"].items() if "near_mean" in r), default=None)

@@ -44,7 +44,7 @@ int64_t count_parameters(torch::nn::Module& m) {
 
 // ---- the training step on random data ----------------------------------------------------
 void measure_step(const json& config, const std::string& text, torch::Device device, int64_t steps, int64_t warmup,
-                  bool breakdown, const std::string& profile) {
+                  bool breakdown, const std::string& profile, bool channels_last) {
   const auto log = [](const std::string& s) { fmt::print(stderr, "{}\n", s); };
   auto model = nordf::experiment::make_model(text, 5, log);
   model->to(device);
@@ -52,15 +52,25 @@ void measure_step(const json& config, const std::string& text, torch::Device dev
   auto recon = nordf::experiment::make_recon_loss(text, log);
   recon->to(device);
   const auto t = nordf::experiment::make_train_options(text);
+  // Channels-last: every 4-D weight (convolutions) and the inputs in NHWC, as PyTorch's
+  // `model.to(memory_format=torch.channels_last)`; the kernels then pick their NHWC paths.
+  const auto format = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+  if (channels_last) {
+    torch::NoGradGuard no_grad;
+    for (auto* m : {static_cast<torch::nn::Module*>(model.get()), static_cast<torch::nn::Module*>(recon.get())})
+      for (auto& p : m->parameters())
+        if (p.dim() == 4) p.set_data(p.contiguous(format));
+  }
   nordf::NordFLoss loss(t.loss_weights, recon, t.sim_eps);
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(t.lr));
 
   const int64_t n = config["train"]["batch_size"], s = model->options.image_size(), r = model->recon_size();
-  auto x1 = torch::randn({n, 3, s, s}, device), x2 = torch::randn({n, 3, s, s}, device);
+  auto x1 = torch::randn({n, 3, s, s}, device).contiguous(format);
+  auto x2 = torch::randn({n, 3, s, s}, device).contiguous(format);
   nordf::PairTargets targets{torch::randint(0, 5, {n}, torch::dtype(torch::kLong).device(device)),
                              torch::randint(0, 5, {n}, torch::dtype(torch::kLong).device(device)),
-                             torch::randint(0, 2, {n}, device).to(torch::kFloat), torch::rand({n, 3, r, r}, device),
-                             torch::rand({n, 3, r, r}, device)};
+                             torch::randint(0, 2, {n}, device).to(torch::kFloat), torch::rand({n, 3, r, r}, device).contiguous(format),
+                             torch::rand({n, 3, r, r}, device).contiguous(format)};
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
@@ -85,8 +95,9 @@ void measure_step(const json& config, const std::string& text, torch::Device dev
   std::sort(times.begin(), times.end());
   const double step_s = times[times.size() / 2];
 
-  fmt::print("train step: {:.1f} ms median of {} steps after {} warm-up ({:.1f} pairs/s); {} parameters\n",
-             step_s * 1e3, steps, warmup, static_cast<double>(n) / step_s, count_parameters(*model));
+  fmt::print("train step{}: {:.1f} ms median of {} steps after {} warm-up ({:.1f} pairs/s); {} parameters\n",
+             channels_last ? " (channels-last)" : "", step_s * 1e3, steps, warmup, static_cast<double>(n) / step_s,
+             count_parameters(*model));
   fmt::print("result step_ms {:.2f}\nresult params {}\n", step_s * 1e3, count_parameters(*model));
   if (!profile.empty()) {
     {
@@ -120,7 +131,8 @@ void measure_step(const json& config, const std::string& text, torch::Device dev
 // A synthetic open set (random uint8 images, 5 classes) of `per_set` images in each of ID
 // train, ID validation, ID test and one near-OOD set, through `ood::evaluate` with every
 // registered score: features, logits, reconstructions, fitting and scoring, and the metrics.
-void measure_eval(const std::string& text, torch::Device device, int64_t per_set, int64_t repeats) {
+void measure_eval(const std::string& text, torch::Device device, int64_t per_set, int64_t repeats,
+                  const std::string& profile) {
   const auto log = [](const std::string& s) { fmt::print(stderr, "{}\n", s); };
   auto model = nordf::experiment::make_model(text, 5, log);
   model->to(device);
@@ -160,6 +172,13 @@ void measure_eval(const std::string& text, torch::Device device, int64_t per_set
              "of {}, {:.1f} images/s\n",
              methods, images, per_set, options.loader.batch_size, t, repeats, images / t);
   fmt::print("result eval_images_per_s {:.2f}\n", images / t);
+  if (!profile.empty()) {
+    {
+      torch::autograd::profiler::RecordProfile guard(profile);
+      nordf::ood::evaluate(model, split, options);
+    }
+    fmt::print("profile of one evaluation (Chrome trace): {} (bench/profile_summary.py FILE)\n", profile);
+  }
 }
 
 // ---- the data pipeline on an image folder ------------------------------------------------
@@ -234,7 +253,7 @@ int run(int argc, char** argv) {
   nordf::app::add_version_flag(app);
   std::string measure = "step", data_dir;
   int64_t steps = 20, warmup = 3, blas_threads = 1, eval_images = 256, repeats = 3, sgemm_size = 2048, data_epochs = 2;
-  bool breakdown = false;
+  bool breakdown = false, channels_last = false;
   std::string profile;
   double crop_scale_min = -1, rotation = -1;
   app.add_option("--measure", measure, "step, eval, data or sgemm")
@@ -242,7 +261,8 @@ int run(int argc, char** argv) {
   app.add_option("--steps", steps, "timed steps (step)")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first (step)")->check(CLI::NonNegativeNumber);
   app.add_flag("--breakdown", breakdown, "also time the backbone and the decoder alone (step)");
-  app.add_option("--profile", profile, "write LibTorch's operator trace of one more step to this file (step)");
+  app.add_flag("--channels-last", channels_last, "convolution weights and inputs in channels-last memory format (step)");
+  app.add_option("--profile", profile, "write LibTorch's operator trace of one more step or evaluation to this file (step, eval)");
   app.add_option("--blas-threads", blas_threads, "OpenBLAS threads (the apps use 1)")->check(CLI::PositiveNumber);
   app.add_option("--eval-images", eval_images, "images in each of the four evaluation sets (eval)")
       ->check(CLI::PositiveNumber);
@@ -277,8 +297,8 @@ int run(int argc, char** argv) {
                config["train"]["batch_size"].get<int64_t>(), config["model"]["channels"].get<int64_t>(),
                config["model"]["norm"].get<std::string>(), config["model"]["recon_size"].get<int64_t>(),
                config["train"]["recon_loss"].get<std::string>());
-  if (measure == "step") measure_step(config, text, device, steps, warmup, breakdown, profile);
-  if (measure == "eval") measure_eval(text, device, eval_images, repeats);
+  if (measure == "step") measure_step(config, text, device, steps, warmup, breakdown, profile, channels_last);
+  if (measure == "eval") measure_eval(text, device, eval_images, repeats, profile);
   if (measure == "data") measure_data(text, data_dir, data_epochs);
   if (measure == "sgemm") measure_sgemm(sgemm_size, repeats);
   fmt::print("peak RSS: {:.1f} MiB\nresult peak_rss_mib {:.1f}\n", peak_rss_mib(), peak_rss_mib());

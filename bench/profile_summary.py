@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Self time per operator in a LibTorch Chrome trace (nordf-bench --profile FILE): each event's
 duration minus the durations of the events nested in it on the same thread, summed by name.
 

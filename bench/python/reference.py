@@ -46,7 +46,7 @@ p.add_argument("--recon-loss", default="perceptual", choices=["perceptual", "l1"
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--threads", type=int, default=1)
-p.add_argument("--profile", action="store_true", help="print torch's operator profile of one more step (step)")
+p.add_argument("--profile", action="store_true", help="print torch's operator profile of one more step or evaluation (step, eval)")
 p.add_argument("--channels-last", action="store_true", help="channels-last memory format (step)")
 p.add_argument("--eval-images", type=int, default=256)
 p.add_argument("--eval-batch-size", type=int, default=256)
@@ -281,7 +281,7 @@ def measure_flops():
             f = 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
         counts[phase[0]] += f
 
-    for m in list(model.modules()) + list(net.modules()):
+    for m in list(model.modules()) + (list(net.modules()) if net is not None else []):
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             m.register_forward_hook(hook)
     n, s = a.batch_size, a.image_size
@@ -403,6 +403,10 @@ def measure_eval():
     t = sorted(times)[len(times) // 2]
     print(f"evaluation: {len(aurocs)} scores on {4 * n} images ({n} each), batch {a.eval_batch_size}: {t:.2f} s median "
           f"of {a.repeats}, {4 * n / t:.1f} images/s\nresult eval_images_per_s {4 * n / t:.2f}")
+    if a.profile:
+        with torch.autograd.profiler.profile() as prof:
+            run()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
     peak_rss()
 
 
