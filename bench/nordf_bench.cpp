@@ -1,6 +1,6 @@
 // nordf-bench: what the NORD-F training step, the evaluation, the data pipeline and the machine's
 // sgemm cost, measured on this machine. Prints what it measured and on what; the `result` lines
-// are for bench/compare.sh, which runs this and the Python reference side by side.
+// are for bench/compare.py, which runs this and the Python reference side by side.
 #include "../apps/common/run_config.h"
 
 #include <fmt/core.h>

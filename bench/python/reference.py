@@ -19,7 +19,7 @@ Measurements (the first argument), as nordf-bench's --measure:
   sgemm  torch.mm on two square float32 matrices.
   flops  the multiply-add FLOPs of one training step (convolutions and linear layers).
 
-Prints 'result NAME VALUE' lines for bench/compare.sh. Thread counts: --threads for torch;
+Prints 'result NAME VALUE' lines for bench/compare.py. Thread counts: --threads for torch;
 OpenBLAS reads OPENBLAS_NUM_THREADS from the environment.
 """
 import argparse
