@@ -1,4 +1,5 @@
 #include <libnordf/core/io.h>
+#include <libnordf/core/memory.h>
 #include <libnordf/core/version.h>
 #include <libnordf/dist/distributed.h>
 #include <libnordf/experiment/experiment.h>
@@ -111,6 +112,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   // rank looks at or writes into OUT. Rank 0 does all the writing; the others only train.
   const auto env = dist::environment();
   configure_threads(c.at("run").at("threads").get<int64_t>(), env.local_world_size);
+  configure_cpu_cache();
   auto device = make_device(c.at("run").at("device").get<std::string>());
   // One GPU per local rank, as torchrun jobs do, unless the configuration names one.
   if (env.distributed() && device.is_cuda() && !device.has_index())

@@ -73,7 +73,9 @@ struct Result {
 /// reads OUT/checkpoints/latest.pt on every rank, so OUT must be on a shared file system.
 /// Sets LibTorch's intra-op threads from run.threads (0 = all cores, shared among the ranks on
 /// this machine while they train; rank 0 takes them all back for the evaluation) and OpenBLAS to
-/// one thread (see `configure_threads`).
+/// one thread (see `configure_threads`), and installs libnordf's caching CPU allocator with the
+/// cap given by NORDF_CPU_CACHE_MB (see `configure_cpu_cache` in core/memory.h; 0 leaves
+/// LibTorch's own allocator).
 /// Throws `std::invalid_argument` on a bad configuration, `std::runtime_error` on a missing or
 /// corrupt file and `TrainingDiverged` when training meets more non-finite steps than allowed;
 /// once OUT exists, the error is first recorded in run.json.
