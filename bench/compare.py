@@ -3,9 +3,12 @@
 on the same PyTorch build.
 
 Every measurement runs in every thread configuration on both sides (LibTorch/torch threads 1 and
-2 x OpenBLAS threads 1 and 2, and for Python's training step also channels-last; loader workers
-for the data pipeline), libnordf and Python alternating, ROUNDS times. Each configuration's figure is its median over the rounds; each side
-is represented by its fastest configuration, and the ratio is libnordf / fastest Python.
+2 x OpenBLAS threads 1 and 2; loader workers for the data pipeline), libnordf and Python alternating,
+ROUNDS times. Python's training step also runs channels-last, and Python's step and evaluation also
+run with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=64 GiB), with
+2 torch threads; libnordf's also run without its caching CPU allocator (NORDF_CPU_CACHE_MB=0).
+Each configuration's figure is its median over the rounds; each side is represented by its fastest
+configuration, and the ratio is libnordf / fastest Python.
 
 Usage: bench/compare.py [--build build] [--rounds 3] [--steps 3] [--only step224,eval,...]
 Writes the table to stdout (Markdown) and every raw result to --raw (JSON lines);
@@ -80,31 +83,50 @@ RESULT_KEY = {"step224": "step_ms", "step64": "step_ms", "atto64": "step_ms", "e
 selected = [c for c in CASES if not a.only or c in a.only.split(",")]
 
 
+# glibc settings that make it keep freed memory instead of unmapping it (see docs/performance.md).
+KEEP_FREED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 << 30)}
+
+
 def configs(case, side):
     if case == "data":  # loader threads, not compute threads
         return [("workers", w) for w in ((1, 2) if side == "libnordf" else (0, 1, 2))]
-    if side == "python" and case in STEPS:  # a PyTorch user may also train channels-last
-        return [("threads", tb) for tb in THREADS] + [("channels-last", tb) for tb in THREADS]
-    return [("threads", tb) for tb in THREADS]
+    out = [("threads", tb) for tb in THREADS]
+    if case == "sgemm":
+        return out
+    two = [tb for tb in THREADS if tb[0] == 2]  # 1 torch thread was the slowest everywhere, allocator or not
+    if side == "libnordf":  # libnordf's caching CPU allocator is on by default; also measured off
+        return out + [("no-cache", (2, 1))]
+    if case in STEPS:  # a PyTorch user may also train channels-last
+        out += [("channels-last", tb) for tb in THREADS]
+    out += [("keep-freed", tb) for tb in two]
+    if case in STEPS:
+        out += [("channels-last+keep-freed", tb) for tb in two]
+    return out
 
 
 def command(case, side, cfg):
     kind, val = cfg
     env = dict(os.environ)
+    for k in ["NORDF_CPU_CACHE_MB", *KEEP_FREED]:
+        env.pop(k, None)
     if side == "libnordf":
         args = [bench] + CASES[case][3]
         if kind == "workers":
             args += ["--workers", str(val), "--threads", "1"]
         else:
             args += ["--threads", str(val[0]), "--blas-threads", str(val[1])]
+        if kind == "no-cache":
+            env["NORDF_CPU_CACHE_MB"] = "0"
     else:
         args = ref + CASES[case][4]
         if kind == "workers":
             args += ["--workers", str(val), "--threads", "1"]
             env["OPENBLAS_NUM_THREADS"] = "1"
         else:
-            args += ["--threads", str(val[0])] + (["--channels-last"] if kind == "channels-last" else [])
+            args += ["--threads", str(val[0])] + (["--channels-last"] if kind.startswith("channels-last") else [])
             env["OPENBLAS_NUM_THREADS"] = str(val[1])
+        if kind.endswith("keep-freed"):
+            env.update(KEEP_FREED)
     return args, env
 
 
@@ -112,7 +134,9 @@ def label(cfg):
     kind, val = cfg
     if kind == "workers":
         return f"{val} loader workers"
-    return f"{val[0]} torch + {val[1]} BLAS threads" + (", channels-last" if kind == "channels-last" else "")
+    extra = {"threads": "", "no-cache": ", no CPU cache", "channels-last": ", channels-last",
+             "keep-freed": ", glibc keeps freed memory", "channels-last+keep-freed": ", channels-last, glibc keeps freed memory"}
+    return f"{val[0]} torch + {val[1]} BLAS threads" + extra[kind]
 
 
 def run(args, env):
@@ -211,6 +235,23 @@ for case in selected:
     ratio = row["libnordf"][1] / row["python"][1] if higher else row["python"][1] / row["libnordf"][1]
     print(f"| {what} ({unit}) | {row['libnordf'][1]:.1f} ({label(row['libnordf'][0])}) | {row['python'][1]:.1f} "
           f"({label(row['python'][0])}) | {ratio:.2f}x |")
+
+plain = [c for c in selected if c not in ("data", "sgemm")]
+if plain:
+    print("\nWithout the allocator settings (libnordf without its CPU cache, Python without the glibc settings; "
+          "libnordf / Python):")
+    for case in plain:
+        _, unit, higher, *_ = CASES[case]
+        key = RESULT_KEY[case]
+        row = {}
+        for side, kinds in (("libnordf", ("no-cache",)), ("python", ("threads", "channels-last"))):
+            meds = {cfg: median(case, side, cfg, key) for cfg in configs(case, side)
+                    if cfg[0] in kinds and (case, side, cfg) in results}
+            cfg = (max if higher else min)(meds, key=meds.get)
+            row[side] = (cfg, meds[cfg])
+        ratio = row["libnordf"][1] / row["python"][1] if higher else row["python"][1] / row["libnordf"][1]
+        print(f"  {case:8s} libnordf {row['libnordf'][1]:.1f} ({label(row['libnordf'][0])}), Python "
+              f"{row['python'][1]:.1f} ({label(row['python'][0])}): {ratio:.2f}x {unit}")
 
 print("\nEvery configuration (median over rounds):")
 for case in selected:

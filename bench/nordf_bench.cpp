@@ -287,10 +287,13 @@ int run(int argc, char** argv) {
   nordf::experiment::validate_config(text, "configuration");
   nordf::experiment::configure_threads(config["run"]["threads"].get<int64_t>());
   set_blas_threads(blas_threads);
+  const bool cpu_cache = nordf::configure_cpu_cache();
   const auto device = nordf::experiment::make_device(config["run"]["device"]);
-  fmt::print("nordf-bench {}: libnordf {}, LibTorch {}, {} cores, device {}, {} LibTorch threads, {} OpenBLAS threads\n",
+  fmt::print("nordf-bench {}: libnordf {}, LibTorch {}, {} cores, device {}, {} LibTorch threads, {} OpenBLAS threads, "
+             "CPU cache {}\n",
              measure, NORDF_VERSION_STRING, TORCH_VERSION, std::thread::hardware_concurrency(), device.str(),
-             torch::get_num_threads(), blas_threads);
+             torch::get_num_threads(), blas_threads,
+             cpu_cache ? fmt::format("{} MiB", nordf::cpu_cache_stats().max_cached_bytes >> 20) : std::string("off"));
   if (measure == "step" || measure == "eval")
     fmt::print("model: {} backbone, {} px, batch {}, branch width {}, {} norm, recon {} px, {} loss\n",
                config["model"]["backbone"].get<std::string>(), config["model"]["image_size"].get<int64_t>(),
@@ -301,6 +304,11 @@ int run(int argc, char** argv) {
   if (measure == "eval") measure_eval(text, device, eval_images, repeats, profile);
   if (measure == "data") measure_data(text, data_dir, data_epochs);
   if (measure == "sgemm") measure_sgemm(sgemm_size, repeats);
+  if (cpu_cache) {
+    const auto s = nordf::cpu_cache_stats();
+    fmt::print("CPU cache: {} hits, {} misses, {} blocks released, peak {:.1f} MiB in use + cached\n", s.hits, s.misses,
+               s.released, static_cast<double>(s.peak_bytes) / (1 << 20));
+  }
   fmt::print("peak RSS: {:.1f} MiB\nresult peak_rss_mib {:.1f}\n", peak_rss_mib(), peak_rss_mib());
   return 0;
 }
