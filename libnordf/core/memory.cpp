@@ -72,6 +72,10 @@ void unmap(const std::vector<Block>& blocks) {
   for (const auto& [ptr, size] : blocks) ::munmap(ptr, size);
 }
 
+// The deleter of small blocks' DataPtrs: they never enter the cache, so freeing them takes no lock.
+void small_free(void* ptr) { std::free(ptr); }
+
+// The deleter of mapped blocks, and raw_deleter(), which must handle every block.
 void cached_free(void* ptr) {
   if (!ptr) return;
   Cache& c = cache();
@@ -80,7 +84,7 @@ void cached_free(void* ptr) {
     std::lock_guard<std::mutex> lock(c.mu);
     const auto it = c.live.find(ptr);
     if (it == c.live.end()) {
-      std::free(ptr);  // a small block from posix_memalign
+      std::free(ptr);  // a small block from posix_memalign, through raw_deleter()
       return;
     }
     const std::size_t size = it->second;
@@ -107,7 +111,7 @@ class CachingCpuAllocator final : public c10::Allocator {
       void* ptr = nullptr;
       if (::posix_memalign(&ptr, kAlignment, n) != 0 || !ptr)
         TORCH_CHECK(false, "libnordf CPU allocator: cannot allocate ", n, " bytes");
-      return {ptr, ptr, &cached_free, cpu};
+      return {ptr, ptr, &small_free, cpu};
     }
     const std::size_t page = page_size();
     const std::size_t size = (n + page - 1) / page * page;
