@@ -4,11 +4,16 @@ on the same PyTorch build.
 
 Every measurement runs in every thread configuration on both sides (LibTorch/torch threads 1 and
 2 x OpenBLAS threads 1 and 2; loader workers for the data pipeline), libnordf and Python alternating,
-ROUNDS times. Python's training step also runs channels-last, and Python's step and evaluation also
-run with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=64 GiB), with
-2 torch threads; libnordf's also run without its caching CPU allocator (NORDF_CPU_CACHE_MB=0).
-Each configuration's figure is its median over the rounds; each side is represented by its fastest
-configuration, and the ratio is libnordf / fastest Python.
+ROUNDS times. With 2 torch threads, Python's step and evaluation also run
+- with the ConvNeXt blocks' pointwise layers as 1x1 convolutions (reference.py --conv-mlp), as
+  libnordf runs them, and (the step only) channels-last;
+- with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=64 GiB), alone and
+  with each of the above.
+(With 1 torch thread, channels-last and the glibc settings were the slowest configurations in every
+earlier run, and LibTorch hands the 1x1 convolutions of a batch under 16 to sgemm, not oneDNN.)
+libnordf's also run without its caching CPU allocator (NORDF_CPU_CACHE_MB=0). Each configuration's
+figure is its median over the rounds; each side is represented by its fastest configuration, and
+the ratio is libnordf / fastest Python.
 
 Usage: bench/compare.py [--build build] [--rounds 3] [--steps 3] [--only step224,eval,...]
 Writes the table to stdout (Markdown) and every raw result to --raw (JSON lines);
@@ -97,10 +102,12 @@ def configs(case, side):
     if side == "libnordf":  # libnordf's caching CPU allocator is on by default; also measured off
         return out + [("no-cache", (2, 1))]
     if case in STEPS:  # a PyTorch user may also train channels-last
-        out += [("channels-last", tb) for tb in THREADS]
+        out += [("channels-last", tb) for tb in two]
+    out += [("conv-mlp", tb) for tb in two]  # pointwise layers as 1x1 convolutions, as libnordf runs them
     out += [("keep-freed", tb) for tb in two]
     if case in STEPS:
         out += [("channels-last+keep-freed", tb) for tb in two]
+    out += [("conv-mlp+keep-freed", tb) for tb in two]
     return out
 
 
@@ -124,6 +131,7 @@ def command(case, side, cfg):
             env["OPENBLAS_NUM_THREADS"] = "1"
         else:
             args += ["--threads", str(val[0])] + (["--channels-last"] if kind.startswith("channels-last") else [])
+            args += ["--conv-mlp"] if kind.startswith("conv-mlp") else []
             env["OPENBLAS_NUM_THREADS"] = str(val[1])
         if kind.endswith("keep-freed"):
             env.update(KEEP_FREED)
@@ -135,7 +143,9 @@ def label(cfg):
     if kind == "workers":
         return f"{val} loader workers"
     extra = {"threads": "", "no-cache": ", no CPU cache", "channels-last": ", channels-last",
-             "keep-freed": ", glibc keeps freed memory", "channels-last+keep-freed": ", channels-last, glibc keeps freed memory"}
+             "keep-freed": ", glibc keeps freed memory", "channels-last+keep-freed": ", channels-last, glibc keeps freed memory",
+             "conv-mlp": ", pointwise layers as 1x1 convolutions",
+             "conv-mlp+keep-freed": ", pointwise layers as 1x1 convolutions, glibc keeps freed memory"}
     return f"{val[0]} torch + {val[1]} BLAS threads" + extra[kind]
 
 
@@ -244,7 +254,7 @@ if plain:
         _, unit, higher, *_ = CASES[case]
         key = RESULT_KEY[case]
         row = {}
-        for side, kinds in (("libnordf", ("no-cache",)), ("python", ("threads", "channels-last"))):
+        for side, kinds in (("libnordf", ("no-cache",)), ("python", ("threads", "channels-last", "conv-mlp"))):
             meds = {cfg: median(case, side, cfg, key) for cfg in configs(case, side)
                     if cfg[0] in kinds and (case, side, cfg) in results}
             cfg = (max if higher else min)(meds, key=meds.get)

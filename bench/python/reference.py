@@ -48,6 +48,8 @@ p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--profile", action="store_true", help="print torch's operator profile of one more step or evaluation (step, eval)")
 p.add_argument("--channels-last", action="store_true", help="channels-last memory format (step)")
+p.add_argument("--conv-mlp", action="store_true",
+               help="the ConvNeXt blocks' pointwise linear layers as 1x1 convolutions (oneDNN), as libnordf runs them")
 p.add_argument("--eval-images", type=int, default=256)
 p.add_argument("--eval-batch-size", type=int, default=256)
 p.add_argument("--repeats", type=int, default=3)
@@ -146,6 +148,28 @@ def convnextv2_atto():
     return nn.Sequential(*layers), dims[-1]
 
 
+class Pointwise(nn.Linear):
+    """A ConvNeXt block's pointwise linear layer over an N x H x W x C input, run as a 1x1 convolution
+    over the N x C x H x W view of the same memory, which torch hands to oneDNN (timm's conv_mlp idea,
+    with torchvision's parameters and names kept)."""
+
+    def forward(self, x):
+        if x.dim() != 4:
+            return super().forward(x)
+        return F.conv2d(x.permute(0, 3, 1, 2), self.weight[:, :, None, None], self.bias).permute(0, 2, 3, 1)
+
+
+def conv_mlp(module):
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            pw = Pointwise(child.in_features, child.out_features)
+            pw.weight, pw.bias = child.weight, child.bias
+            setattr(module, name, pw)
+        else:
+            conv_mlp(child)
+    return module
+
+
 class Proto(nn.Module):
     def __init__(self, backbone, size, c, width, blocks):
         super().__init__()
@@ -153,7 +177,7 @@ class Proto(nn.Module):
             features, out = torchvision.models.convnext_tiny().features, 768
         else:
             features, out = convnextv2_atto()
-        self.backbone = nn.Sequential(features, nn.Conv2d(out, c, 1))
+        self.backbone = nn.Sequential(conv_mlp(features) if a.conv_mlp else features, nn.Conv2d(out, c, 1))
         feat = size // 32
         self.upper, self.lower = conv_norm_relu(c, feat), conv_norm_relu(c, feat)
         self.mlp = nn.Sequential(nn.Linear(c * feat * feat, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 128),
@@ -179,6 +203,8 @@ class Proto(nn.Module):
 
 def perceptual_net():
     net = torchvision.models.convnext_tiny().features[:7].eval()
+    if a.conv_mlp:
+        conv_mlp(net)
     for q in net.parameters():
         q.requires_grad_(False)
     return net
@@ -245,7 +271,8 @@ def measure_step():
     header("step")
     params = sum(q.numel() for q in model.parameters())
     print(f"model: {a.backbone}, {a.image_size} px, batch {a.batch_size}, branch width {a.channels}, {a.norm} norm, "
-          f"recon {r} px, {a.recon_loss} loss, {'channels-last' if a.channels_last else 'contiguous'}; "
+          f"recon {r} px, {a.recon_loss} loss, {'channels-last' if a.channels_last else 'contiguous'}"
+          f"{', pointwise layers as 1x1 convolutions' if a.conv_mlp else ''}; "
           f"{params} parameters")
     for _ in range(a.warmup):
         step()

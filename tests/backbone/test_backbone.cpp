@@ -5,6 +5,7 @@
 
 #include "test_util.h"
 
+#include <map>
 #include <set>
 
 namespace {
@@ -156,6 +157,65 @@ TEST_CASE("GRN matches the official formula", "[backbone]") {
   auto nx = gx / (gx.mean(-1, true) + 1e-6);
   auto expected = grn->gamma * (x * nx) + grn->beta + x;
   CHECK(torch::allclose(grn->forward(x), expected, 1e-5, 1e-6));
+}
+
+TEST_CASE("ConvNeXt blocks compute torchvision's and the official formulas, values and gradients", "[backbone]") {
+  // The blocks run their pointwise layers as 1×1 convolutions on CPU; this spells out the blocks
+  // with plain linear layers over the channels-last view, from the blocks' own parameters.
+  namespace F = torch::nn::functional;
+  auto params = [](torch::nn::Module& m) {
+    std::map<std::string, torch::Tensor> p;
+    for (const auto& kv : m.named_parameters()) p[kv.key()] = kv.value();
+    return p;
+  };
+  auto randomise = [](torch::nn::Module& m) {
+    torch::NoGradGuard g;
+    for (auto& t : m.parameters()) t.normal_(0.0, 0.5);
+  };
+  auto check_grads = [](torch::nn::Module& m, const std::vector<torch::Tensor>& grads) {
+    size_t i = 0;
+    for (auto& t : m.parameters()) {
+      CAPTURE(i);
+      const auto& g = grads[i++];
+      CHECK(nordf_test::max_abs_diff(t.grad(), g) <= 1e-5 * (1.0 + g.abs().max().item<double>()));
+    }
+  };
+  for (int64_t batch : {1, 3}) {
+    CAPTURE(batch);
+    torch::manual_seed(11);
+    auto x = torch::randn({batch, 8, 5, 6});
+    {
+      nordf::ConvNeXtBlock block(8, 1e-6, 0.0);
+      randomise(*block);
+      auto p = params(*block);
+      auto y = F::conv2d(x, p["block.0.weight"], F::Conv2dFuncOptions().bias(p["block.0.bias"]).padding(3).groups(8));
+      y = torch::layer_norm(y.permute({0, 2, 3, 1}), {8}, p["block.2.weight"], p["block.2.bias"], 1e-6);
+      y = torch::linear(torch::gelu(torch::linear(y, p["block.3.weight"], p["block.3.bias"])), p["block.5.weight"],
+                        p["block.5.bias"]);
+      auto expected = x + p["layer_scale"] * y.permute({0, 3, 1, 2});
+      auto grads = torch::autograd::grad({(expected * expected).sum()}, block->parameters());
+      auto out = block->forward(x);
+      CHECK(nordf_test::max_abs_diff(out, expected) <= 1e-5 * (1.0 + expected.abs().max().item<double>()));
+      (out * out).sum().backward();
+      check_grads(*block, grads);
+    }
+    {
+      nordf::ConvNeXtV2Block block(8, 0.0);
+      randomise(*block);
+      auto p = params(*block);
+      auto y = F::conv2d(x, p["dwconv.weight"], F::Conv2dFuncOptions().bias(p["dwconv.bias"]).padding(3).groups(8));
+      y = torch::layer_norm(y.permute({0, 2, 3, 1}), {8}, p["norm.weight"], p["norm.bias"], 1e-6);
+      y = torch::gelu(torch::linear(y, p["pwconv1.weight"], p["pwconv1.bias"]));
+      auto gx = (y * y).sum({1, 2}, true).sqrt();
+      y = p["grn.gamma"] * (y * (gx / (gx.mean(-1, true) + 1e-6))) + p["grn.beta"] + y;
+      auto expected = x + torch::linear(y, p["pwconv2.weight"], p["pwconv2.bias"]).permute({0, 3, 1, 2});
+      auto grads = torch::autograd::grad({(expected * expected).sum()}, block->parameters());
+      auto out = block->forward(x);
+      CHECK(nordf_test::max_abs_diff(out, expected) <= 1e-5 * (1.0 + expected.abs().max().item<double>()));
+      (out * out).sum().backward();
+      check_grads(*block, grads);
+    }
+  }
 }
 
 TEST_CASE("users can register their own backbone", "[backbone]") {
