@@ -18,6 +18,8 @@ torch::Tensor resize(const torch::Tensor& image, int64_t size);
 /// torchvision's RandomResizedCrop: area fraction in [scale_min, 1], aspect ratio in [3/4, 4/3]
 /// (log-uniform), 10 tries then a centre crop; resized to size×size.
 torch::Tensor random_resized_crop(const torch::Tensor& image, int64_t size, double scale_min, std::mt19937_64& rng);
+/// Area (box-average) resize to size×size, as LibTorch's interpolate in "area" mode.
+torch::Tensor area_resize(const torch::Tensor& image, int64_t size);
 /// Mirror left–right.
 torch::Tensor hflip(const torch::Tensor& image);
 /// Rotation by `degrees` about the centre, bilinear, zero fill.

@@ -9,6 +9,7 @@
 #include <stb_image_write.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -415,6 +416,58 @@ TEST_CASE("passes and epochs outlive their loaders", "[data]") {
   auto epoch = std::make_unique<nordf::PairLoader>(data, 0.5, o)->epoch(0);
   while (auto b = epoch.next()) pairs += b->x1.size(0);
   CHECK(pairs == 10);
+}
+
+TEST_CASE("resize and rotate and area_resize match LibTorch's interpolate and grid_sample", "[data]") {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(5);
+  auto close = [](const torch::Tensor& a, const torch::Tensor& b, double tol = 2e-6) {
+    REQUIRE(a.sizes() == b.sizes());
+    return nordf_test::max_abs_diff(a, b) <= tol;
+  };
+  // Shrinking either side antialiases both (torchvision's Resize on tensors); enlarging does not.
+  struct Case {
+    int64_t h, w, size;
+  };
+  for (auto c : {Case{37, 53, 16}, Case{5, 7, 16}, Case{20, 9, 12}, Case{64, 64, 31}, Case{3, 40, 40}, Case{1, 1, 4}}) {
+    CAPTURE(c.h, c.w, c.size);
+    auto img = torch::rand({3, c.h + 4, c.w + 6}).narrow(1, 3, c.h).narrow(2, 2, c.w);  // a crop: a strided view
+    const bool shrink = c.h > c.size || c.w > c.size;
+    auto expected = F::interpolate(img.unsqueeze(0), F::InterpolateFuncOptions()
+                                                         .size(std::vector<int64_t>{c.size, c.size})
+                                                         .mode(torch::kBilinear)
+                                                         .align_corners(false)
+                                                         .antialias(shrink))
+                        .squeeze(0)
+                        .clamp(0, 1);
+    CHECK(close(nordf::resize(img, c.size), expected));
+  }
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{13, 17}, {8, 8}, {1, 5}}) {
+    auto img = torch::rand({3, h, w});
+    for (double deg : {-10.0, 7.5, 90.0, 180.0, 33.0}) {
+      CAPTURE(h, w, deg);
+      const double r = deg * M_PI / 180.0;
+      auto theta = torch::tensor({{std::cos(r), -std::sin(r), 0.0}, {std::sin(r), std::cos(r), 0.0}}).unsqueeze(0);
+      auto grid = F::affine_grid(theta, {1, 3, h, w}, /*align_corners=*/false);
+      auto expected = F::grid_sample(img.unsqueeze(0), grid, F::GridSampleFuncOptions()
+                                                                 .mode(torch::kBilinear)
+                                                                 .padding_mode(torch::kZeros)
+                                                                 .align_corners(false))
+                          .squeeze(0);
+      CHECK(close(nordf::rotate(img, deg), expected, 1e-5));  // sample points differ by float rounding
+    }
+  }
+  for (auto [side, size] : {std::pair<int64_t, int64_t>{224, 112}, {30, 7}, {9, 9}, {5, 8}}) {
+    CAPTURE(side, size);
+    auto img = torch::rand({3, side, side + 2}).narrow(2, 1, side);
+    auto expected = F::interpolate(img.unsqueeze(0), F::InterpolateFuncOptions()
+                                                         .size(std::vector<int64_t>{size, size})
+                                                         .mode(torch::kArea))
+                        .squeeze(0);
+    CHECK(close(nordf::area_resize(img, size), expected));
+  }
+  CHECK_THROWS_WITH(nordf::resize(torch::rand({3, 4}), 2), Catch::Contains("C×H×W"));
+  CHECK_THROWS_WITH(nordf::rotate(torch::rand({4}), 2.0), Catch::Contains("C×H×W"));
 }
 
 TEST_CASE("transforms", "[data]") {
