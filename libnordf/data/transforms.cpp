@@ -16,6 +16,7 @@ namespace {
 void check_image(const torch::Tensor& image, const char* what) {
   TORCH_CHECK(image.dim() == 3, what, ": expected a C×H×W image, got ", image.sizes());
   TORCH_CHECK(image.scalar_type() == torch::kFloat, what, ": expected a float image, got ", image.scalar_type());
+  TORCH_CHECK(image.size(1) > 0 && image.size(2) > 0, what, ": the image is empty (", image.sizes(), ")");
 }
 
 // One output axis of a separable resampling: output index i reads `count[i]` input samples from

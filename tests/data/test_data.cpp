@@ -468,6 +468,9 @@ TEST_CASE("resize and rotate and area_resize match LibTorch's interpolate and gr
   }
   CHECK_THROWS_WITH(nordf::resize(torch::rand({3, 4}), 2), Catch::Contains("C×H×W"));
   CHECK_THROWS_WITH(nordf::rotate(torch::rand({4}), 2.0), Catch::Contains("C×H×W"));
+  CHECK_THROWS_WITH(nordf::resize(torch::rand({3, 0, 5}), 4), Catch::Contains("empty"));
+  CHECK_THROWS_WITH(nordf::area_resize(torch::rand({3, 6, 0}), 2), Catch::Contains("empty"));
+  CHECK_THROWS_WITH(nordf::rotate(torch::rand({3, 4, 4}, torch::kDouble), 5.0), Catch::Contains("float"));
 }
 
 TEST_CASE("transforms", "[data]") {
