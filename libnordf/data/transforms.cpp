@@ -6,8 +6,8 @@
 
 // The resampling transforms (resize, area_resize, rotate) are plain loops over float pixels: they
 // compute what LibTorch's interpolate (bilinear with and without antialiasing, area) and
-// affine_grid + grid_sample compute, to float rounding, at a fraction of the cost on one image
-// (those kernels are written for batches and spend most of their time in per-call set-up).
+// affine_grid + grid_sample compute, to float rounding, faster on one image than those operators,
+// which are written for batches (the training loader is 1.3–1.4× faster with the loops).
 
 namespace nordf {
 
