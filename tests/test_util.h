@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace nordf_test {
 
 /// A fresh, empty directory under the build tree for one test.
@@ -93,6 +95,33 @@ inline void write_safetensors(const std::string& path, const std::map<std::strin
 inline void run_oracle(const std::string& script, const std::string& dir) {
   const std::string cmd = std::string(NORDF_PYTHON) + " " + NORDF_TEST_SOURCE_DIR + "/" + script + " " + dir;
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("oracle failed: " + cmd);
+}
+
+/// The output directory of a Python oracle (tests/<script>, writing `expected.safetensors` among
+/// its files) under the test work directory as `name`: generated once, then again only when the
+/// script changes, instead of by every CTest process. Each process writes to a private directory
+/// and renames it into place. Only a stale output is ever removed: a fresh one may be another
+/// process's, which that process is reading, and rename() fails onto a non-empty directory, so
+/// when another process got there first its (identical) output stays and this one is dropped.
+inline std::string cached_oracle(const std::string& script, const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path source = fs::path(NORDF_TEST_SOURCE_DIR) / script;
+  const fs::path target = fs::path(NORDF_TEST_WORK_DIR) / name;
+  const fs::path stamp = target / "expected.safetensors";
+  auto fresh = [&] {
+    std::error_code e;
+    const auto t = fs::last_write_time(stamp, e);
+    return !e && t >= fs::last_write_time(source);
+  };
+  if (fresh()) return target.string();
+  const fs::path tmp = fs::path(NORDF_TEST_WORK_DIR) / (name + ".tmp" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  run_oracle(script, tmp.string());
+  std::error_code ec;
+  if (fs::exists(target) && !fresh()) fs::remove_all(target, ec);
+  fs::rename(tmp, target, ec);
+  if (ec) fs::remove_all(tmp, ec);
+  return target.string();
 }
 
 }  // namespace nordf_test

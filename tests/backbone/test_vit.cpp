@@ -9,29 +9,14 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
-#include <unistd.h>
 
 #include "test_util.h"
 
 namespace {
 
-/// The oracle's files, generated once per script version (as the weights oracle).
+/// The ViT oracle's files (tests/backbone/oracle_vit.py), generated once per script version.
 const std::string& vit_oracle() {
-  static const std::string dir = [] {
-    namespace fs = std::filesystem;
-    const fs::path script = fs::path(NORDF_TEST_SOURCE_DIR) / "backbone" / "oracle_vit.py";
-    const fs::path target = fs::path(NORDF_TEST_WORK_DIR) / "vit_oracle";
-    const fs::path stamp = target / "expected.safetensors";
-    if (fs::exists(stamp) && fs::last_write_time(stamp) >= fs::last_write_time(script)) return target.string();
-    const fs::path tmp = fs::path(NORDF_TEST_WORK_DIR) / ("vit_oracle.tmp" + std::to_string(::getpid()));
-    fs::remove_all(tmp);
-    nordf_test::run_oracle("backbone/oracle_vit.py", tmp.string());
-    std::error_code ec;
-    fs::remove_all(target, ec);
-    fs::rename(tmp, target, ec);
-    if (ec) fs::remove_all(tmp, ec);
-    return target.string();
-  }();
+  static const std::string dir = nordf_test::cached_oracle("backbone/oracle_vit.py", "vit_oracle");
   return dir;
 }
 

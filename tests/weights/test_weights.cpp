@@ -8,32 +8,14 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include <unistd.h>
 
 #include "test_util.h"
 
 namespace {
 
-/// Runs the Python oracle (once, then again only when the script changes) and returns its output
-/// directory. Each CTest process would otherwise repeat the ~10 s generation; the output is
-/// written to a private directory and renamed into place, so parallel tests never see half of it.
+/// The weights oracle's files (tests/weights/oracle_weights.py), generated once per script version.
 const std::string& oracle_dir() {
-  static const std::string dir = [] {
-    namespace fs = std::filesystem;
-    const fs::path script = fs::path(NORDF_TEST_SOURCE_DIR) / "weights" / "oracle_weights.py";
-    const fs::path target = fs::path(NORDF_TEST_WORK_DIR) / "weights_oracle";
-    const fs::path stamp = target / "expected.safetensors";
-    if (fs::exists(stamp) && fs::last_write_time(stamp) >= fs::last_write_time(script)) return target.string();
-    const fs::path tmp = fs::path(NORDF_TEST_WORK_DIR) / ("weights_oracle.tmp" + std::to_string(::getpid()));
-    fs::remove_all(tmp);
-    const std::string cmd = std::string(NORDF_PYTHON) + " " + script.string() + " " + tmp.string();
-    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("weights oracle failed: " + cmd);
-    std::error_code ec;
-    fs::remove_all(target, ec);
-    fs::rename(tmp, target, ec);
-    if (ec) fs::remove_all(tmp, ec);  // another test process put its (identical) output in place first
-    return target.string();
-  }();
+  static const std::string dir = nordf_test::cached_oracle("weights/oracle_weights.py", "weights_oracle");
   return dir;
 }
 
