@@ -157,6 +157,7 @@ torch::Tensor area_resize(const torch::Tensor& image, int64_t size) {
 }
 
 torch::Tensor random_resized_crop(const torch::Tensor& image, int64_t size, double scale_min, std::mt19937_64& rng) {
+  check_image(image, "random_resized_crop");
   const int64_t h = image.size(1), w = image.size(2);
   const double area = static_cast<double>(h * w);
   std::uniform_real_distribution<double> scale_d(scale_min, 1.0), log_ratio(std::log(3.0 / 4.0), std::log(4.0 / 3.0));

@@ -466,11 +466,13 @@ TEST_CASE("resize and rotate and area_resize match LibTorch's interpolate and gr
                         .squeeze(0);
     CHECK(close(nordf::area_resize(img, size), expected));
   }
-  CHECK_THROWS_WITH(nordf::resize(torch::rand({3, 4}), 2), Catch::Contains("C×H×W"));
-  CHECK_THROWS_WITH(nordf::rotate(torch::rand({4}), 2.0), Catch::Contains("C×H×W"));
-  CHECK_THROWS_WITH(nordf::resize(torch::rand({3, 0, 5}), 4), Catch::Contains("empty"));
-  CHECK_THROWS_WITH(nordf::area_resize(torch::rand({3, 6, 0}), 2), Catch::Contains("empty"));
-  CHECK_THROWS_WITH(nordf::rotate(torch::rand({3, 4, 4}, torch::kDouble), 5.0), Catch::Contains("float"));
+  CHECK_THROWS_WITH(nordf::resize(torch::rand({3, 4}), 2), Catch::Contains("resize: expected a C×H×W image"));
+  CHECK_THROWS_WITH(nordf::rotate(torch::rand({4}), 2.0), Catch::Contains("rotate: expected a C×H×W image"));
+  CHECK_THROWS_WITH(nordf::resize(torch::rand({3, 0, 5}), 4), Catch::Contains("resize: the image is empty"));
+  CHECK_THROWS_WITH(nordf::area_resize(torch::rand({3, 6, 0}), 2), Catch::Contains("area_resize: the image is empty"));
+  CHECK_THROWS_WITH(nordf::rotate(torch::rand({3, 4, 4}, torch::kDouble), 5.0), Catch::Contains("rotate: expected a float image"));
+  std::mt19937_64 rng(1);
+  CHECK_THROWS_WITH(nordf::random_resized_crop(torch::rand({5}), 4, 0.5, rng), Catch::Contains("random_resized_crop: expected a C×H×W image"));
 }
 
 TEST_CASE("transforms", "[data]") {
