@@ -9,9 +9,11 @@ extern "C" unsigned char* stbi_write_png_to_mem(const unsigned char* pixels, int
                                                 int* out_len);
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -140,9 +142,25 @@ torch::Tensor decode_image(const std::string& bytes, const std::string& source, 
     const char* why = stbi_failure_reason();
     throw std::runtime_error("cannot decode image '" + source + "': " + (why ? why : "unknown error"));
   }
-  auto t = torch::from_blob(pixels, {h, w, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat).div_(255.0);
-  stbi_image_free(pixels);
-  return t.contiguous();
+  // H×W×3 bytes to a 3×H×W float image, v / 255 (the values LibTorch's to(kFloat).div(255) gives),
+  // in one pass without LibTorch's intra-op threads: loader threads call this.
+  static const auto scaled = [] {
+    std::array<float, 256> t{};
+    for (int v = 0; v < 256; ++v) t[v] = static_cast<float>(v) / 255.0f;
+    return t;
+  }();
+  std::unique_ptr<unsigned char, void (*)(void*)> owned(pixels, stbi_image_free);
+  auto t = torch::empty({3, h, w}, torch::kFloat);
+  float* r = t.data_ptr<float>();
+  float* g = r + static_cast<int64_t>(h) * w;
+  float* b = g + static_cast<int64_t>(h) * w;
+  const int64_t n = static_cast<int64_t>(h) * w;
+  for (int64_t i = 0; i < n; ++i) {
+    r[i] = scaled[pixels[3 * i]];
+    g[i] = scaled[pixels[3 * i + 1]];
+    b[i] = scaled[pixels[3 * i + 2]];
+  }
+  return t;
 }
 
 torch::Tensor load_image(const std::string& path, const ReadLimits& limits) {

@@ -89,8 +89,9 @@ Axis area_axis(int64_t in, int64_t out) {
   return a;
 }
 
-// Separable resampling of a C×H×W float image (any strides): the width axis first, then the height.
-torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis& cols) {
+// Separable resampling of a C×H×W float image (any strides): the width axis first, then the height;
+// with `clamp`, the result is clamped to [0, 1].
+torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis& cols, bool clamp) {
   const int64_t c = image.size(0), h = image.size(1);
   const int64_t oh = static_cast<int64_t>(rows.start.size()), ow = static_cast<int64_t>(cols.start.size());
   const auto s = image.strides();
@@ -99,7 +100,30 @@ torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis&
   auto out = torch::empty({c, oh, ow}, image.options().memory_format(torch::MemoryFormat::Contiguous));
   float* o = out.data_ptr<float>();
   for (int64_t ch = 0; ch < c; ++ch) {
-    for (int64_t y = 0; y < h; ++y) {
+    // Four rows at a time: four independent sums per weight load, each in the one-row order.
+    int64_t y = 0;
+    for (; y + 4 <= h; y += 4) {
+      const float* r0 = in + ch * s[0] + y * s[1];
+      const float *r1 = r0 + s[1], *r2 = r1 + s[1], *r3 = r2 + s[1];
+      float* t0 = &tmp[y * ow];
+      for (int64_t x = 0; x < ow; ++x) {
+        const float* wt = &cols.w[x * cols.taps];
+        const int64_t first = cols.start[x] * s[2];
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        for (int64_t k = 0, at = first; k < cols.count[x]; ++k, at += s[2]) {
+          const float wk = wt[k];
+          a0 += wk * r0[at];
+          a1 += wk * r1[at];
+          a2 += wk * r2[at];
+          a3 += wk * r3[at];
+        }
+        t0[x] = a0;
+        t0[ow + x] = a1;
+        t0[2 * ow + x] = a2;
+        t0[3 * ow + x] = a3;
+      }
+    }
+    for (; y < h; ++y) {
       const float* row = in + ch * s[0] + y * s[1];
       for (int64_t x = 0; x < ow; ++x) {
         const float* wt = &cols.w[x * cols.taps];
@@ -119,6 +143,8 @@ torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis&
         const float wk = wt[k];
         for (int64_t x = 0; x < ow; ++x) dst[x] += wk * src[x];
       }
+      if (clamp)
+        for (int64_t x = 0; x < ow; ++x) dst[x] = std::min(std::max(dst[x], 0.0f), 1.0f);
     }
   }
   return out;
@@ -127,6 +153,22 @@ torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis&
 torch::Tensor channel_stats(const double (&v)[3], const torch::Tensor& like) {
   auto t = torch::tensor({v[0], v[1], v[2]}, like.options());
   return like.dim() == 4 ? t.view({1, 3, 1, 1}) : t.view({3, 1, 1});
+}
+
+// imagenet_normalize of one 3×H×W float image in a single pass: (x − mean) / std in float, as
+// LibTorch computes it, without its intra-op threads (loader threads call this).
+torch::Tensor normalize_image(const torch::Tensor& image) {
+  if (image.dim() != 3 || image.size(0) != 3 || image.scalar_type() != torch::kFloat) return imagenet_normalize(image);
+  auto src = image.contiguous();
+  auto out = torch::empty(src.sizes(), src.options());
+  const int64_t plane = src.size(1) * src.size(2);
+  const float* in = src.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t c = 0; c < 3; ++c) {
+    const float mean = static_cast<float>(kImageNetMean[c]), std = static_cast<float>(kImageNetStd[c]);
+    for (int64_t i = c * plane; i < (c + 1) * plane; ++i) o[i] = (in[i] - mean) / std;
+  }
+  return out;
 }
 
 }  // namespace
@@ -146,14 +188,14 @@ torch::Tensor resize(const torch::Tensor& image, int64_t size) {
   TORCH_CHECK(size > 0, "resize: size must be positive, got ", size);
   if (image.size(1) == size && image.size(2) == size) return image;
   const bool shrink = image.size(1) > size || image.size(2) > size;
-  return resample(image, bilinear_axis(image.size(1), size, shrink), bilinear_axis(image.size(2), size, shrink))
-      .clamp_(0, 1);
+  return resample(image, bilinear_axis(image.size(1), size, shrink), bilinear_axis(image.size(2), size, shrink),
+                  /*clamp=*/true);
 }
 
 torch::Tensor area_resize(const torch::Tensor& image, int64_t size) {
   check_image(image, "area_resize");
   TORCH_CHECK(size > 0, "area_resize: size must be positive, got ", size);
-  return resample(image, area_axis(image.size(1), size), area_axis(image.size(2), size));
+  return resample(image, area_axis(image.size(1), size), area_axis(image.size(2), size), /*clamp=*/false);
 }
 
 torch::Tensor random_resized_crop(const torch::Tensor& image, int64_t size, double scale_min, std::mt19937_64& rng) {
@@ -176,7 +218,17 @@ torch::Tensor random_resized_crop(const torch::Tensor& image, int64_t size, doub
   return resize(image.narrow(1, (h - side) / 2, side).narrow(2, (w - side) / 2, side), size);
 }
 
-torch::Tensor hflip(const torch::Tensor& image) { return image.flip({-1}); }
+torch::Tensor hflip(const torch::Tensor& image) {
+  if (image.dim() != 3 || image.scalar_type() != torch::kFloat) return image.flip({-1});
+  auto src = image.contiguous();
+  auto out = torch::empty(src.sizes(), src.options());
+  const int64_t rows = src.size(0) * src.size(1), w = src.size(2);
+  const float* in = src.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    std::reverse_copy(in + r * w, in + (r + 1) * w, o + r * w);
+  return out;
+}
 
 torch::Tensor rotate(const torch::Tensor& image, double degrees) {
   check_image(image, "rotate");
@@ -200,20 +252,32 @@ torch::Tensor rotate(const torch::Tensor& image, double degrees) {
     const auto t = static_cast<int64_t>(v);
     return t - (static_cast<float>(t) > v ? 1 : 0);
   };
-  std::vector<float> xn(static_cast<size_t>(w));
+  std::vector<float> xn(static_cast<size_t>(w)), row_ix(static_cast<size_t>(w)), row_iy(static_cast<size_t>(w));
   for (int64_t x = 0; x < w; ++x) xn[x] = normalised(x, w);
   const float fw = static_cast<float>(w), fh = static_cast<float>(h);
   for (int64_t y = 0; y < h; ++y) {
     const float yn = normalised(y, h);
-    for (int64_t x = 0; x < w; ++x) {
+    for (int64_t x = 0; x < w; ++x) {  // a row's source points first: this loop vectorises
       const float gx = cs * xn[x] - sn * yn, gy = sn * xn[x] + cs * yn;
-      const float ix = ((gx + 1.0f) * fw - 1.0f) / 2.0f, iy = ((gy + 1.0f) * fh - 1.0f) / 2.0f;
+      row_ix[x] = ((gx + 1.0f) * fw - 1.0f) / 2.0f;
+      row_iy[x] = ((gy + 1.0f) * fh - 1.0f) / 2.0f;
+    }
+    for (int64_t x = 0; x < w; ++x) {
+      const float ix = row_ix[x], iy = row_iy[x];
       const int64_t x0 = floor_int(ix), y0 = floor_int(iy);
       const float tx = ix - static_cast<float>(x0), ty = iy - static_cast<float>(y0);
       const float w00 = (1 - tx) * (1 - ty), w01 = tx * (1 - ty), w10 = (1 - tx) * ty, w11 = tx * ty;
       const int64_t at = y * w + x;
       if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h) {  // all four neighbours inside
         const float* p = in + y0 * w + x0;
+        if (c == 3) {
+          const float* q = p + plane;
+          const float* r = q + plane;
+          o[at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
+          o[plane + at] = w00 * q[0] + w01 * q[1] + w10 * q[w] + w11 * q[w + 1];
+          o[2 * plane + at] = w00 * r[0] + w01 * r[1] + w10 * r[w] + w11 * r[w + 1];
+          continue;
+        }
         for (int64_t ch = 0; ch < c; ++ch, p += plane)
           o[ch * plane + at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
         continue;
@@ -255,7 +319,7 @@ TransformedImage apply_transforms(const torch::Tensor& image, const TransformOpt
     x = rotate(x, std::uniform_real_distribution<double>(-o.rotation_degrees, o.rotation_degrees)(rng));
   TransformedImage out;
   if (o.recon_size > 0) out.target = o.recon_size == o.image_size ? x : area_resize(x, o.recon_size);
-  out.input = imagenet_normalize(x);
+  out.input = normalize_image(x);
   return out;
 }
 

@@ -58,6 +58,11 @@ TEST_CASE("images decode to 3×H×W floats and corrupt files are named", "[data]
   auto back = nordf::load_image(dir + "/a.png");
   CHECK(back.sizes() == torch::IntArrayRef({3, 5, 7}));
   CHECK(nordf_test::max_abs_diff(back, img) <= 0.5 / 255.0 + 1e-6);
+  // Every byte value decodes to exactly what LibTorch's byte-to-float conversion gives.
+  auto v = torch::arange(256, torch::kInt64);
+  auto pattern = torch::stack({v, 255 - v, (v * 7).remainder(256)}).to(torch::kUInt8).view({3, 16, 16});
+  nordf::save_png(dir + "/bytes.png", pattern.to(torch::kFloat).div(255.0));
+  CHECK(torch::equal(nordf::load_image(dir + "/bytes.png"), pattern.to(torch::kFloat).div(255.0)));
   nordf::save_png(dir + "/gray.png", torch::full({1, 4, 4}, 0.5f));
   auto gray = nordf::load_image(dir + "/gray.png");
   CHECK(gray.size(0) == 3);
@@ -488,4 +493,27 @@ TEST_CASE("transforms", "[data]") {
   std::mt19937_64 rng(0);
   auto crop = nordf::random_resized_crop(img, 5, 0.3, rng);
   CHECK(crop.sizes() == torch::IntArrayRef({3, 5, 5}));
+
+  // hflip on strided and batched images is LibTorch's flip.
+  auto photo = torch::rand({3, 40, 52}).narrow(2, 1, 50);
+  CHECK(torch::equal(nordf::hflip(photo), photo.flip({-1})));
+  auto batch = torch::rand({2, 3, 4, 5});
+  CHECK(torch::equal(nordf::hflip(batch), batch.flip({-1})));
+  // The pipeline is exactly the composition of the public transforms, in the documented order
+  // and with the documented draws: crop, flip coin, rotation angle.
+  nordf::TransformOptions o;
+  o.image_size = 24;
+  o.recon_size = 12;
+  o.crop_scale_min = 0.5;
+  o.hflip_prob = 1.0;
+  o.rotation_degrees = 10.0;
+  std::mt19937_64 r1(3), r2(3);
+  auto t = nordf::apply_transforms(photo, o, /*augment=*/true, r1);
+  auto x = nordf::random_resized_crop(photo, 24, 0.5, r2);
+  REQUIRE(std::uniform_real_distribution<double>(0, 1)(r2) < 1.0);
+  x = nordf::rotate(nordf::hflip(x), std::uniform_real_distribution<double>(-10.0, 10.0)(r2));
+  CHECK(torch::equal(t.input, nordf::imagenet_normalize(x)));
+  CHECK(torch::equal(t.target, nordf::area_resize(x, 12)));
+  auto plain = nordf::apply_transforms(photo, o, /*augment=*/false, r1);
+  CHECK(torch::equal(plain.input, nordf::imagenet_normalize(nordf::resize(photo, 24))));
 }
