@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <stdexcept>
@@ -152,6 +153,24 @@ void check_loader(const ImageDataset& data, const LoaderOptions& o, const char* 
                                 " is larger than the dataset (" + std::to_string(data.size()) + " images)");
 }
 
+// torch::stack of same-shape CPU images, copied whole (LibTorch 1.13's cat copies them element by
+// element, 6% of the training loader's time).
+torch::Tensor stack_images(const std::vector<torch::Tensor>& xs) {
+  const auto& first = xs.front();
+  for (const auto& x : xs)
+    if (!x.is_cpu() || x.sizes() != first.sizes() || x.scalar_type() != first.scalar_type()) return torch::stack(xs);
+  std::vector<int64_t> sizes{static_cast<int64_t>(xs.size())};
+  sizes.insert(sizes.end(), first.sizes().begin(), first.sizes().end());
+  auto out = torch::empty(sizes, first.options().memory_format(torch::MemoryFormat::Contiguous));
+  const size_t bytes = static_cast<size_t>(first.numel()) * first.element_size();
+  auto* dst = static_cast<char*>(out.data_ptr());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const auto x = xs[i].contiguous();
+    std::memcpy(dst + i * bytes, x.data_ptr(), bytes);
+  }
+  return out;
+}
+
 }  // namespace
 
 PairLoader::PairLoader(std::shared_ptr<const ImageDataset> data, double same_class_rate, const LoaderOptions& options)
@@ -184,11 +203,11 @@ PairBatch PairLoader::load_batch(const std::vector<PairIndex>& pairs, int64_t ep
     diff.push_back(static_cast<float>(pair.different));
   }
   PairBatch b;
-  b.x1 = torch::stack(x1);
-  b.x2 = torch::stack(x2);
+  b.x1 = stack_images(x1);
+  b.x2 = stack_images(x2);
   if (!t1.empty()) {
-    b.target1 = torch::stack(t1);
-    b.target2 = torch::stack(t2);
+    b.target1 = stack_images(t1);
+    b.target2 = stack_images(t2);
   }
   b.labels1 = torch::tensor(l1, torch::kInt64);
   b.labels2 = torch::tensor(l2, torch::kInt64);
@@ -231,8 +250,8 @@ ImageLoader::Pass ImageLoader::pass() const {
           idx.push_back(i);
         }
         ImageBatch batch;
-        batch.images = torch::stack(xs);
-        if (!ts.empty()) batch.targets = torch::stack(ts);
+        batch.images = stack_images(xs);
+        if (!ts.empty()) batch.targets = stack_images(ts);
         batch.labels = torch::tensor(labels, torch::kInt64);
         batch.indices = torch::tensor(idx, torch::kInt64);
         return batch;

@@ -1,8 +1,15 @@
 #include <libnordf/data/transforms.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <cmath>
 #include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define NORDF_X86_SIMD 1
+#endif
 
 // The resampling transforms (resize, area_resize, rotate) are plain loops over float pixels: they
 // compute what LibTorch's interpolate (bilinear with and without antialiasing, area) and
@@ -12,6 +19,17 @@
 namespace nordf {
 
 namespace {
+
+std::atomic<bool> simd_on{true};
+
+bool use_avx2() {
+#ifdef NORDF_X86_SIMD
+  static const bool cpu = __builtin_cpu_supports("avx2");
+  return cpu && simd_on.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
 
 void check_image(const torch::Tensor& image, const char* what) {
   TORCH_CHECK(image.dim() == 3, what, ": expected a C×H×W image, got ", image.sizes());
@@ -89,6 +107,180 @@ Axis area_axis(int64_t in, int64_t out) {
   return a;
 }
 
+// One output pixel of the rotation: bilinear at source point (ix, iy), zeros outside.
+inline void rotate_pixel(const float* in, float* o, int64_t c, int64_t h, int64_t w, float ix, float iy, int64_t at) {
+  const int64_t plane = h * w;
+  auto floor_int = [](float v) {  // floor without a libm call
+    const auto t = static_cast<int64_t>(v);
+    return t - (static_cast<float>(t) > v ? 1 : 0);
+  };
+  const int64_t x0 = floor_int(ix), y0 = floor_int(iy);
+  const float tx = ix - static_cast<float>(x0), ty = iy - static_cast<float>(y0);
+  const float w00 = (1 - tx) * (1 - ty), w01 = tx * (1 - ty), w10 = (1 - tx) * ty, w11 = tx * ty;
+  if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h) {  // all four neighbours inside
+    const float* p = in + y0 * w + x0;
+    if (c == 3) {
+      const float* q = p + plane;
+      const float* r = q + plane;
+      o[at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
+      o[plane + at] = w00 * q[0] + w01 * q[1] + w10 * q[w] + w11 * q[w + 1];
+      o[2 * plane + at] = w00 * r[0] + w01 * r[1] + w10 * r[w] + w11 * r[w + 1];
+      return;
+    }
+    for (int64_t ch = 0; ch < c; ++ch, p += plane)
+      o[ch * plane + at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
+    return;
+  }
+  const bool in_x0 = x0 >= 0 && x0 < w, in_x1 = x0 + 1 >= 0 && x0 + 1 < w;
+  const bool in_y0 = y0 >= 0 && y0 < h, in_y1 = y0 + 1 >= 0 && y0 + 1 < h;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float* p = in + ch * plane;
+    float v = 0.0f;
+    if (in_y0 && in_x0) v += w00 * p[y0 * w + x0];
+    if (in_y0 && in_x1) v += w01 * p[y0 * w + x0 + 1];
+    if (in_y1 && in_x0) v += w10 * p[(y0 + 1) * w + x0];
+    if (in_y1 && in_x1) v += w11 * p[(y0 + 1) * w + x0 + 1];
+    o[ch * plane + at] = v;
+  }
+}
+
+#ifdef NORDF_X86_SIMD
+// AVX2 versions of the loops above, chosen at run time. They do the same float operations in the
+// same order for every output value (multiplies and adds, no fused multiply-add), so they give the
+// same values bit for bit; the tests compare the two paths.
+
+// The width pass of `resample` for rows [0, h) of one channel: eight outputs at a time, their
+// input samples gathered; lanes past an output's own tap count add 0 × 0.
+__attribute__((target("avx2"))) void resample_width_avx2(const float* in, int64_t row_stride, int64_t step, int64_t h,
+                                                         const Axis& cols, float* tmp) {
+  const int64_t ow = static_cast<int64_t>(cols.start.size()), blocks = ow / 8;
+  std::vector<float> wt(static_cast<size_t>(blocks * cols.taps * 8), 0.0f);  // [block][tap][lane]
+  std::vector<int32_t> base(static_cast<size_t>(blocks * 8)), taps(static_cast<size_t>(blocks));
+  for (int64_t b = 0; b < blocks; ++b) {
+    int64_t most = 0;
+    for (int64_t l = 0; l < 8; ++l) {
+      const int64_t x = b * 8 + l;
+      base[b * 8 + l] = static_cast<int32_t>(cols.start[x] * step);
+      for (int64_t k = 0; k < cols.count[x]; ++k) wt[(b * cols.taps + k) * 8 + l] = cols.w[x * cols.taps + k];
+      most = std::max(most, cols.count[x]);
+    }
+    taps[b] = static_cast<int32_t>(most);
+  }
+  const __m256i lane_count_zero = _mm256_setzero_si256();
+  for (int64_t y = 0; y < h; ++y) {
+    const float* row = in + y * row_stride;
+    float* dst = tmp + y * ow;
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m256i at = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&base[b * 8]));
+      const __m256i next = _mm256_set1_epi32(static_cast<int32_t>(step));
+      __m256i count = _mm256_setr_epi32(
+          static_cast<int32_t>(cols.count[b * 8]), static_cast<int32_t>(cols.count[b * 8 + 1]),
+          static_cast<int32_t>(cols.count[b * 8 + 2]), static_cast<int32_t>(cols.count[b * 8 + 3]),
+          static_cast<int32_t>(cols.count[b * 8 + 4]), static_cast<int32_t>(cols.count[b * 8 + 5]),
+          static_cast<int32_t>(cols.count[b * 8 + 6]), static_cast<int32_t>(cols.count[b * 8 + 7]));
+      __m256 acc = _mm256_setzero_ps();
+      const float* wb = &wt[b * cols.taps * 8];
+      for (int32_t k = 0; k < taps[b]; ++k) {
+        const __m256 live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(count, lane_count_zero));  // k < count
+        const __m256 v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), row, at, live, 4);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(wb + k * 8), v));
+        at = _mm256_add_epi32(at, next);
+        count = _mm256_sub_epi32(count, _mm256_set1_epi32(1));
+      }
+      _mm256_storeu_ps(dst + b * 8, acc);
+    }
+    for (int64_t x = blocks * 8; x < ow; ++x) {
+      const float* w = &cols.w[x * cols.taps];
+      const float* src = row + cols.start[x] * step;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < cols.count[x]; ++k) acc += w[k] * src[k * step];
+      dst[x] = acc;
+    }
+  }
+}
+
+// The height pass of `resample` for one channel: each output row sums its input rows eight columns
+// at a time, in the scalar order (0, then tap by tap), clamped to [0, 1] with NaN kept as std::min
+// and std::max keep it.
+__attribute__((target("avx2"))) void resample_height_avx2(const float* tmp, int64_t ow, const Axis& rows, bool clamp,
+                                                          float* plane) {
+  const int64_t oh = static_cast<int64_t>(rows.start.size());
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  for (int64_t y = 0; y < oh; ++y) {
+    float* dst = plane + y * ow;
+    const float* wt = &rows.w[y * rows.taps];
+    const float* first = tmp + rows.start[y] * ow;
+    const int64_t n = rows.count[y];
+    int64_t x = 0;
+    for (; x + 8 <= ow; x += 8) {
+      __m256 acc = zero;
+      for (int64_t k = 0; k < n; ++k)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(wt[k]), _mm256_loadu_ps(first + k * ow + x)));
+      if (clamp) acc = _mm256_min_ps(one, _mm256_max_ps(zero, acc));  // the second operand when one is NaN
+      _mm256_storeu_ps(dst + x, acc);
+    }
+    for (; x < ow; ++x) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < n; ++k) acc += wt[k] * first[k * ow + x];
+      dst[x] = clamp ? std::min(std::max(acc, 0.0f), 1.0f) : acc;
+    }
+  }
+}
+
+// lo ≤ v < hi, lane by lane.
+__attribute__((target("avx2"))) inline __m256i between(__m256i v, __m256i lo, __m256i hi) {
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, v), _mm256_cmpgt_epi32(hi, v));
+}
+
+// Rotates row y, eight output pixels at a time, their neighbours gathered; a neighbour outside the
+// image is masked out of the gather and adds 0 × weight, as the scalar code skips it. Blocks with
+// a source point beyond ±2^24 (or NaN) go pixel by pixel. Returns how many pixels of the row it
+// wrote (the rest is the tail).
+__attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* o, int64_t c, int64_t h, int64_t w,
+                                                        int64_t y, const float* row_ix, const float* row_iy) {
+  const int64_t plane = h * w, blocks = w / 8;
+  const __m256 one = _mm256_set1_ps(1.0f), zero_ps = _mm256_setzero_ps(), limit = _mm256_set1_ps(16777216.0f),
+               sign = _mm256_set1_ps(-0.0f);
+  const __m256i wi = _mm256_set1_epi32(static_cast<int32_t>(w)), ones = _mm256_set1_epi32(1),
+                minus_one = _mm256_set1_epi32(-1), wm = _mm256_set1_epi32(static_cast<int32_t>(w)),
+                hm = _mm256_set1_epi32(static_cast<int32_t>(h));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t x = b * 8, at = y * w + x;
+    const __m256 ix = _mm256_loadu_ps(row_ix + x), iy = _mm256_loadu_ps(row_iy + x);
+    const __m256 fx = _mm256_floor_ps(ix), fy = _mm256_floor_ps(iy);
+    const __m256 finite = _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, fx), limit, _CMP_LT_OQ),
+                                        _mm256_cmp_ps(_mm256_andnot_ps(sign, fy), limit, _CMP_LT_OQ));
+    if (_mm256_movemask_ps(finite) != 0xFF) {
+      for (int64_t l = 0; l < 8; ++l) rotate_pixel(in, o, c, h, w, row_ix[x + l], row_iy[x + l], at + l);
+      continue;
+    }
+    const __m256i x0 = _mm256_cvttps_epi32(fx), y0 = _mm256_cvttps_epi32(fy);
+    const __m256i in_x0 = between(x0, _mm256_setzero_si256(), wm), in_x1 = between(x0, minus_one, _mm256_sub_epi32(wm, ones));
+    const __m256i in_y0 = between(y0, _mm256_setzero_si256(), hm), in_y1 = between(y0, minus_one, _mm256_sub_epi32(hm, ones));
+    const __m256 m00 = _mm256_castsi256_ps(_mm256_and_si256(in_y0, in_x0)),
+                 m01 = _mm256_castsi256_ps(_mm256_and_si256(in_y0, in_x1)),
+                 m10 = _mm256_castsi256_ps(_mm256_and_si256(in_y1, in_x0)),
+                 m11 = _mm256_castsi256_ps(_mm256_and_si256(in_y1, in_x1));
+    const __m256 tx = _mm256_sub_ps(ix, fx), ty = _mm256_sub_ps(iy, fy);
+    const __m256 ux = _mm256_sub_ps(one, tx), uy = _mm256_sub_ps(one, ty);
+    const __m256 w00 = _mm256_mul_ps(ux, uy), w01 = _mm256_mul_ps(tx, uy), w10 = _mm256_mul_ps(ux, ty),
+                 w11 = _mm256_mul_ps(tx, ty);
+    const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(y0, wi), x0);
+    const __m256i off1 = _mm256_add_epi32(off, ones), offw = _mm256_add_epi32(off, wi),
+                  offw1 = _mm256_add_epi32(offw, ones);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float* p = in + ch * plane;
+      __m256 v = _mm256_mul_ps(w00, _mm256_mask_i32gather_ps(zero_ps, p, off, m00, 4));
+      v = _mm256_add_ps(v, _mm256_mul_ps(w01, _mm256_mask_i32gather_ps(zero_ps, p, off1, m01, 4)));
+      v = _mm256_add_ps(v, _mm256_mul_ps(w10, _mm256_mask_i32gather_ps(zero_ps, p, offw, m10, 4)));
+      v = _mm256_add_ps(v, _mm256_mul_ps(w11, _mm256_mask_i32gather_ps(zero_ps, p, offw1, m11, 4)));
+      _mm256_storeu_ps(o + ch * plane + at, v);
+    }
+  }
+  return blocks * 8;
+}
+#endif
+
 // Separable resampling of a C×H×W float image (any strides): the width axis first, then the height;
 // with `clamp`, the result is clamped to [0, 1].
 torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis& cols, bool clamp) {
@@ -99,9 +291,16 @@ torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis&
   std::vector<float> tmp(static_cast<size_t>(h * ow));
   auto out = torch::empty({c, oh, ow}, image.options().memory_format(torch::MemoryFormat::Contiguous));
   float* o = out.data_ptr<float>();
+  const bool simd = use_avx2() && image.size(2) * s[2] <= INT32_MAX;
   for (int64_t ch = 0; ch < c; ++ch) {
-    // Four rows at a time: four independent sums per weight load, each in the one-row order.
     int64_t y = 0;
+#ifdef NORDF_X86_SIMD
+    if (simd) {
+      resample_width_avx2(in + ch * s[0], s[1], s[2], h, cols, tmp.data());
+      y = h;
+    }
+#endif
+    // Four rows at a time: four independent sums per weight load, each in the one-row order.
     for (; y + 4 <= h; y += 4) {
       const float* r0 = in + ch * s[0] + y * s[1];
       const float *r1 = r0 + s[1], *r2 = r1 + s[1], *r3 = r2 + s[1];
@@ -134,6 +333,12 @@ torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis&
       }
     }
     float* plane = o + ch * oh * ow;
+#ifdef NORDF_X86_SIMD
+    if (simd) {
+      resample_height_avx2(tmp.data(), ow, rows, clamp, plane);
+      continue;
+    }
+#endif
     for (int64_t y = 0; y < oh; ++y) {
       float* dst = plane + y * ow;
       std::fill(dst, dst + ow, 0.0f);
@@ -172,6 +377,10 @@ torch::Tensor normalize_image(const torch::Tensor& image) {
 }
 
 }  // namespace
+
+bool simd_transforms() { return use_avx2(); }
+
+void set_simd_transforms(bool enabled) { simd_on.store(enabled, std::memory_order_relaxed); }
 
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
   auto splitmix = [](uint64_t x) {
@@ -238,7 +447,7 @@ torch::Tensor rotate(const torch::Tensor& image, double degrees) {
   // and samples bilinearly with zeros outside.
   const double r = degrees * M_PI / 180.0;
   const float cs = static_cast<float>(std::cos(r)), sn = static_cast<float>(std::sin(r));
-  const int64_t c = image.size(0), h = image.size(1), w = image.size(2), plane = h * w;
+  const int64_t c = image.size(0), h = image.size(1), w = image.size(2);
   auto src = image.contiguous();
   auto out = torch::empty({c, h, w}, image.options().memory_format(torch::MemoryFormat::Contiguous));
   const float* in = src.data_ptr<float>();
@@ -248,13 +457,10 @@ torch::Tensor rotate(const torch::Tensor& image, double degrees) {
                        (static_cast<float>(n - 1) / static_cast<float>(n))
                  : 0.0f;
   };
-  auto floor_int = [](float v) {  // floor without a libm call
-    const auto t = static_cast<int64_t>(v);
-    return t - (static_cast<float>(t) > v ? 1 : 0);
-  };
   std::vector<float> xn(static_cast<size_t>(w)), row_ix(static_cast<size_t>(w)), row_iy(static_cast<size_t>(w));
   for (int64_t x = 0; x < w; ++x) xn[x] = normalised(x, w);
   const float fw = static_cast<float>(w), fh = static_cast<float>(h);
+  const bool simd = use_avx2() && c * h * w <= INT32_MAX;
   for (int64_t y = 0; y < h; ++y) {
     const float yn = normalised(y, h);
     for (int64_t x = 0; x < w; ++x) {  // a row's source points first: this loop vectorises
@@ -262,38 +468,11 @@ torch::Tensor rotate(const torch::Tensor& image, double degrees) {
       row_ix[x] = ((gx + 1.0f) * fw - 1.0f) / 2.0f;
       row_iy[x] = ((gy + 1.0f) * fh - 1.0f) / 2.0f;
     }
-    for (int64_t x = 0; x < w; ++x) {
-      const float ix = row_ix[x], iy = row_iy[x];
-      const int64_t x0 = floor_int(ix), y0 = floor_int(iy);
-      const float tx = ix - static_cast<float>(x0), ty = iy - static_cast<float>(y0);
-      const float w00 = (1 - tx) * (1 - ty), w01 = tx * (1 - ty), w10 = (1 - tx) * ty, w11 = tx * ty;
-      const int64_t at = y * w + x;
-      if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h) {  // all four neighbours inside
-        const float* p = in + y0 * w + x0;
-        if (c == 3) {
-          const float* q = p + plane;
-          const float* r = q + plane;
-          o[at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
-          o[plane + at] = w00 * q[0] + w01 * q[1] + w10 * q[w] + w11 * q[w + 1];
-          o[2 * plane + at] = w00 * r[0] + w01 * r[1] + w10 * r[w] + w11 * r[w + 1];
-          continue;
-        }
-        for (int64_t ch = 0; ch < c; ++ch, p += plane)
-          o[ch * plane + at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
-        continue;
-      }
-      const bool in_x0 = x0 >= 0 && x0 < w, in_x1 = x0 + 1 >= 0 && x0 + 1 < w;
-      const bool in_y0 = y0 >= 0 && y0 < h, in_y1 = y0 + 1 >= 0 && y0 + 1 < h;
-      for (int64_t ch = 0; ch < c; ++ch) {
-        const float* p = in + ch * plane;
-        float v = 0.0f;
-        if (in_y0 && in_x0) v += w00 * p[y0 * w + x0];
-        if (in_y0 && in_x1) v += w01 * p[y0 * w + x0 + 1];
-        if (in_y1 && in_x0) v += w10 * p[(y0 + 1) * w + x0];
-        if (in_y1 && in_x1) v += w11 * p[(y0 + 1) * w + x0 + 1];
-        o[ch * plane + at] = v;
-      }
-    }
+    int64_t x = 0;
+#ifdef NORDF_X86_SIMD
+    if (simd) x = rotate_row_avx2(in, o, c, h, w, y, row_ix.data(), row_iy.data());
+#endif
+    for (; x < w; ++x) rotate_pixel(in, o, c, h, w, row_ix[x], row_iy[x], y * w + x);
   }
   return out;
 }

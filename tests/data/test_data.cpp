@@ -12,6 +12,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -478,6 +480,49 @@ TEST_CASE("resize and rotate and area_resize match LibTorch's interpolate and gr
   CHECK_THROWS_WITH(nordf::rotate(torch::rand({3, 4, 4}, torch::kDouble), 5.0), Catch::Contains("rotate: expected a float image"));
   std::mt19937_64 rng(1);
   CHECK_THROWS_WITH(nordf::random_resized_crop(torch::rand({5}), 4, 0.5, rng), Catch::Contains("random_resized_crop: expected a C×H×W image"));
+}
+
+TEST_CASE("the AVX2 and portable transform loops give the same bits", "[data]") {
+  if (!nordf::simd_transforms()) {
+    WARN("this CPU has no AVX2 (or the loops are off): only the portable loops run here");
+    return;
+  }
+  torch::manual_seed(11);
+  auto bits = [](const torch::Tensor& t) { return t.contiguous().view(torch::kInt32); };
+  auto both = [&](const std::function<torch::Tensor()>& f) {
+    auto fast = f();
+    nordf::set_simd_transforms(false);
+    auto portable = f();
+    nordf::set_simd_transforms(true);
+    REQUIRE(nordf::simd_transforms());
+    REQUIRE(fast.sizes() == portable.sizes());
+    return torch::equal(bits(fast), bits(portable));
+  };
+  struct Case {
+    int64_t h, w, size;
+  };
+  // Sizes around the eight-lane blocks, shrinking (antialiased) and enlarging, strided crops, and
+  // a NaN pixel that must travel the same way through both.
+  for (auto c : {Case{427, 640, 224}, Case{37, 53, 16}, Case{9, 7, 16}, Case{20, 9, 12}, Case{64, 64, 31},
+                 Case{3, 40, 40}, Case{1, 1, 4}, Case{19, 300, 17}}) {
+    CAPTURE(c.h, c.w, c.size);
+    auto img = torch::rand({3, c.h + 4, c.w + 6}).narrow(1, 3, c.h).narrow(2, 2, c.w);
+    img[1][c.h / 2][c.w / 2] = std::numeric_limits<float>::quiet_NaN();
+    CHECK(both([&] { return nordf::resize(img, c.size); }));
+    CHECK(both([&] { return nordf::area_resize(img, std::max<int64_t>(1, c.size / 2)); }));
+    CHECK(both([&] { return nordf::resize(img.transpose(1, 2), c.size); }));  // columns strided
+  }
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{224, 224}, {13, 17}, {8, 8}, {1, 5}, {31, 64}, {50, 9}}) {
+    auto img = torch::rand({3, h, w});
+    img[2][h / 2][w / 3] = std::numeric_limits<float>::quiet_NaN();
+    for (double deg : {-10.0, 7.5, 90.0, 180.0, 33.0, -147.0}) {
+      CAPTURE(h, w, deg);
+      CHECK(both([&] { return nordf::rotate(img, deg); }));
+    }
+  }
+  auto gray = torch::rand({1, 40, 33});
+  CHECK(both([&] { return nordf::rotate(gray, 12.0); }));
+  CHECK(both([&] { return nordf::resize(gray, 16); }));
 }
 
 TEST_CASE("transforms", "[data]") {
