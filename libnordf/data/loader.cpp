@@ -186,7 +186,12 @@ int64_t PairLoader::num_batches() const {
 PairBatch PairLoader::load_batch(const std::vector<PairIndex>& pairs, int64_t epoch, int64_t batch) const {
   const int64_t begin = (batch * options_.shards + options_.shard) * options_.batch_size;
   const int64_t end = std::min<int64_t>(begin + options_.batch_size, static_cast<int64_t>(pairs.size()));
-  std::vector<torch::Tensor> x1, x2, t1, t2;
+  // The normalised inputs are written straight into the batch.
+  const int64_t n = end - begin, size = options_.transform.image_size;
+  PairBatch b;
+  b.x1 = torch::empty({n, 3, size, size});
+  b.x2 = torch::empty({n, 3, size, size});
+  std::vector<torch::Tensor> t1, t2;
   std::vector<int64_t> l1, l2;
   std::vector<float> diff;
   for (int64_t p = begin; p < end; ++p) {
@@ -195,16 +200,13 @@ PairBatch PairLoader::load_batch(const std::vector<PairIndex>& pairs, int64_t ep
       const int64_t idx = side == 0 ? pair.first : pair.second;
       std::mt19937_64 rng(mix_seed(options_.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(p),
                                    static_cast<uint64_t>(side)));
-      auto t = apply_transforms(data_->image(idx), options_.transform, options_.augment, rng);
-      (side == 0 ? x1 : x2).push_back(t.input);
+      auto t = apply_transforms(data_->image(idx), options_.transform, options_.augment, rng,
+                                (side == 0 ? b.x1 : b.x2)[p - begin]);
       if (t.target.defined()) (side == 0 ? t1 : t2).push_back(t.target);
       (side == 0 ? l1 : l2).push_back(data_->label(idx));
     }
     diff.push_back(static_cast<float>(pair.different));
   }
-  PairBatch b;
-  b.x1 = stack_images(x1);
-  b.x2 = stack_images(x2);
   if (!t1.empty()) {
     b.target1 = stack_images(t1);
     b.target2 = stack_images(t2);
@@ -239,18 +241,18 @@ ImageLoader::Pass ImageLoader::pass() const {
       [data = data_, options = options_](int64_t b) {  // owned: the pass may outlive the loader
         const int64_t begin = b * options.batch_size;
         const int64_t end = std::min(begin + options.batch_size, data->size());
-        std::vector<torch::Tensor> xs, ts;
+        const int64_t size = options.transform.image_size;
+        ImageBatch batch;
+        batch.images = torch::empty({end - begin, 3, size, size});  // written in place
+        std::vector<torch::Tensor> ts;
         std::vector<int64_t> labels, idx;
         for (int64_t i = begin; i < end; ++i) {
           std::mt19937_64 rng(mix_seed(options.seed, static_cast<uint64_t>(i)));
-          auto t = apply_transforms(data->image(i), options.transform, /*augment=*/false, rng);
-          xs.push_back(t.input);
+          auto t = apply_transforms(data->image(i), options.transform, /*augment=*/false, rng, batch.images[i - begin]);
           if (t.target.defined()) ts.push_back(t.target);
           labels.push_back(data->label(i));
           idx.push_back(i);
         }
-        ImageBatch batch;
-        batch.images = stack_images(xs);
         if (!ts.empty()) batch.targets = stack_images(ts);
         batch.labels = torch::tensor(labels, torch::kInt64);
         batch.indices = torch::tensor(idx, torch::kInt64);

@@ -149,10 +149,10 @@ inline void rotate_pixel(const float* in, float* o, int64_t c, int64_t h, int64_
 // same order for every output value (multiplies and adds, no fused multiply-add), so they give the
 // same values bit for bit; the tests compare the two paths.
 
-// The width pass of `resample` for rows [0, h) of one channel: eight outputs at a time, their
+// The width pass of `resample` for rows [first_row, h) of one channel: eight outputs at a time, their
 // input samples gathered; lanes past an output's own tap count add 0 × 0.
-__attribute__((target("avx2"))) void resample_width_avx2(const float* in, int64_t row_stride, int64_t step, int64_t h,
-                                                         const Axis& cols, float* tmp) {
+__attribute__((target("avx2"))) void resample_width_avx2(const float* in, int64_t row_stride, int64_t step,
+                                                         int64_t first_row, int64_t h, const Axis& cols, float* tmp) {
   const int64_t ow = static_cast<int64_t>(cols.start.size()), blocks = ow / 8;
   std::vector<float> wt(static_cast<size_t>(blocks * cols.taps * 8), 0.0f);  // [block][tap][lane]
   std::vector<int32_t> base(static_cast<size_t>(blocks * 8)), taps(static_cast<size_t>(blocks));
@@ -167,7 +167,7 @@ __attribute__((target("avx2"))) void resample_width_avx2(const float* in, int64_
     taps[b] = static_cast<int32_t>(most);
   }
   const __m256i lane_count_zero = _mm256_setzero_si256();
-  for (int64_t y = 0; y < h; ++y) {
+  for (int64_t y = first_row; y < h; ++y) {
     const float* row = in + y * row_stride;
     float* dst = tmp + y * ow;
     for (int64_t b = 0; b < blocks; ++b) {
@@ -230,6 +230,67 @@ __attribute__((target("avx2"))) void resample_height_avx2(const float* tmp, int6
 // lo ≤ v < hi, lane by lane.
 __attribute__((target("avx2"))) inline __m256i between(__m256i v, __m256i lo, __m256i hi) {
   return _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, v), _mm256_cmpgt_epi32(hi, v));
+}
+
+// Transposes eight rows of eight floats in place.
+__attribute__((target("avx2"))) inline void transpose8(__m256 (&r)[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// The width pass for contiguous rows, eight rows at a time: the strip is transposed so that one
+// load holds a column of the eight rows, every output then sums its taps for all eight rows at
+// once (scalar order), and the results are transposed back. Returns the rows done (a multiple of 8).
+__attribute__((target("avx2"))) int64_t resample_width8_avx2(const float* in, int64_t row_stride, int64_t iw, int64_t h,
+                                                             const Axis& cols, float* tmp) {
+  const int64_t ow = static_cast<int64_t>(cols.start.size());
+  std::vector<float> column(static_cast<size_t>(iw * 8)), result(static_cast<size_t>(ow * 8));
+  int64_t y = 0;
+  for (; y + 8 <= h; y += 8) {
+    const float* rows = in + y * row_stride;
+    int64_t j = 0;
+    for (; j + 8 <= iw; j += 8) {
+      __m256 r[8];
+      for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(rows + l * row_stride + j);
+      transpose8(r);
+      for (int l = 0; l < 8; ++l) _mm256_storeu_ps(&column[(j + l) * 8], r[l]);
+    }
+    for (; j < iw; ++j)
+      for (int l = 0; l < 8; ++l) column[j * 8 + l] = rows[l * row_stride + j];
+    for (int64_t x = 0; x < ow; ++x) {
+      const float* wt = &cols.w[x * cols.taps];
+      const float* src = &column[cols.start[x] * 8];
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t k = 0; k < cols.count[x]; ++k)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(wt[k]), _mm256_loadu_ps(src + k * 8)));
+      _mm256_storeu_ps(&result[x * 8], acc);
+    }
+    float* dst = tmp + y * ow;
+    int64_t x = 0;
+    for (; x + 8 <= ow; x += 8) {
+      __m256 r[8];
+      for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(&result[(x + l) * 8]);
+      transpose8(r);
+      for (int l = 0; l < 8; ++l) _mm256_storeu_ps(dst + l * ow + x, r[l]);
+    }
+    for (; x < ow; ++x)
+      for (int l = 0; l < 8; ++l) dst[l * ow + x] = result[x * 8 + l];
+  }
+  return y;
 }
 
 // Rotates row y, eight output pixels at a time, their neighbours gathered; a neighbour outside the
@@ -296,7 +357,8 @@ torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis&
     int64_t y = 0;
 #ifdef NORDF_X86_SIMD
     if (simd) {
-      resample_width_avx2(in + ch * s[0], s[1], s[2], h, cols, tmp.data());
+      const int64_t done = s[2] == 1 ? resample_width8_avx2(in + ch * s[0], s[1], image.size(2), h, cols, tmp.data()) : 0;
+      resample_width_avx2(in + ch * s[0], s[1], s[2], done, h, cols, tmp.data());
       y = h;
     }
 #endif
@@ -361,19 +423,33 @@ torch::Tensor channel_stats(const double (&v)[3], const torch::Tensor& like) {
 }
 
 // imagenet_normalize of one 3×H×W float image in a single pass: (x − mean) / std in float, as
-// LibTorch computes it, without its intra-op threads (loader threads call this).
-torch::Tensor normalize_image(const torch::Tensor& image) {
-  if (image.dim() != 3 || image.size(0) != 3 || image.scalar_type() != torch::kFloat) return imagenet_normalize(image);
+// LibTorch computes it, without its intra-op threads (loader threads call this). Writes into
+// `into` when it is defined (a contiguous float tensor of the image's shape).
+torch::Tensor normalize_image(const torch::Tensor& image, torch::Tensor into) {
+  if (image.dim() != 3 || image.size(0) != 3 || image.scalar_type() != torch::kFloat) {
+    auto y = imagenet_normalize(image);
+    if (!into.defined()) return y;
+    TORCH_CHECK(into.sizes() == y.sizes(), "apply_transforms: the input tensor given is ", into.sizes(),
+                ", the transformed image is ", y.sizes());
+    return into.copy_(y);
+  }
   auto src = image.contiguous();
-  auto out = torch::empty(src.sizes(), src.options());
+  if (into.defined()) {
+    TORCH_CHECK(into.sizes() == src.sizes() && into.scalar_type() == torch::kFloat && into.is_contiguous() &&
+                    into.is_cpu(),
+                "apply_transforms: the input tensor given must be a contiguous CPU float tensor of ", src.sizes(),
+                ", got ", into.scalar_type(), " ", into.sizes());
+  } else {
+    into = torch::empty(src.sizes(), src.options());
+  }
   const int64_t plane = src.size(1) * src.size(2);
   const float* in = src.data_ptr<float>();
-  float* o = out.data_ptr<float>();
+  float* o = into.data_ptr<float>();
   for (int64_t c = 0; c < 3; ++c) {
     const float mean = static_cast<float>(kImageNetMean[c]), std = static_cast<float>(kImageNetStd[c]);
     for (int64_t i = c * plane; i < (c + 1) * plane; ++i) o[i] = (in[i] - mean) / std;
   }
-  return out;
+  return into;
 }
 
 }  // namespace
@@ -487,6 +563,11 @@ torch::Tensor imagenet_denormalize(const torch::Tensor& image) {
 
 TransformedImage apply_transforms(const torch::Tensor& image, const TransformOptions& o, bool augment,
                                   std::mt19937_64& rng) {
+  return apply_transforms(image, o, augment, rng, torch::Tensor());
+}
+
+TransformedImage apply_transforms(const torch::Tensor& image, const TransformOptions& o, bool augment,
+                                  std::mt19937_64& rng, const torch::Tensor& input) {
   torch::Tensor x;
   if (augment && o.crop_scale_min < 1.0) {
     x = random_resized_crop(image, o.image_size, o.crop_scale_min, rng);
@@ -498,7 +579,7 @@ TransformedImage apply_transforms(const torch::Tensor& image, const TransformOpt
     x = rotate(x, std::uniform_real_distribution<double>(-o.rotation_degrees, o.rotation_degrees)(rng));
   TransformedImage out;
   if (o.recon_size > 0) out.target = o.recon_size == o.image_size ? x : area_resize(x, o.recon_size);
-  out.input = normalize_image(x);
+  out.input = normalize_image(x, input);
   return out;
 }
 

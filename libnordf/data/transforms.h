@@ -56,6 +56,10 @@ struct TransformedImage {
 /// resize to recon_size) and normalised input. `augment` = false only resizes.
 TransformedImage apply_transforms(const torch::Tensor& image, const TransformOptions& options, bool augment,
                                   std::mt19937_64& rng);
+/// As above, writing the normalised input into `input` (a contiguous 3×S×S CPU float tensor, such
+/// as one image of a batch) and returning it as `.input`; the loaders use this to skip a copy.
+TransformedImage apply_transforms(const torch::Tensor& image, const TransformOptions& options, bool augment,
+                                  std::mt19937_64& rng, const torch::Tensor& input);
 
 /// A 64-bit seed mixing several values (SplitMix64), for per-sample reproducible randomness.
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0, uint64_t d = 0);

@@ -561,4 +561,12 @@ TEST_CASE("transforms", "[data]") {
   CHECK(torch::equal(t.target, nordf::area_resize(x, 12)));
   auto plain = nordf::apply_transforms(photo, o, /*augment=*/false, r1);
   CHECK(torch::equal(plain.input, nordf::imagenet_normalize(nordf::resize(photo, 24))));
+  // Written into a batch's slot, the same values; a slot of the wrong shape is named.
+  auto slots = torch::full({2, 3, 24, 24}, 7.0f);
+  auto into = nordf::apply_transforms(photo, o, /*augment=*/false, r1, slots[1]);
+  CHECK(torch::equal(slots[1], plain.input));
+  CHECK(into.input.data_ptr() == slots[1].data_ptr());
+  CHECK(torch::equal(slots[0], torch::full({3, 24, 24}, 7.0f)));
+  CHECK_THROWS_WITH(nordf::apply_transforms(photo, o, false, r1, torch::empty({3, 20, 24})),
+                    Catch::Contains("apply_transforms: the input tensor given must be a contiguous CPU float tensor of [3, 24, 24], got Float [3, 20, 24]"));
 }
