@@ -107,8 +107,11 @@ Axis area_axis(int64_t in, int64_t out) {
   return a;
 }
 
-// One output pixel of the rotation: bilinear at source point (ix, iy), zeros outside.
-inline void rotate_pixel(const float* in, float* o, int64_t c, int64_t h, int64_t w, float ix, float iy, int64_t at) {
+// One output pixel of the rotation: bilinear at source point (ix, iy), zeros outside. With
+// `mirror`, of the mirrored image: column x is read from column w − 1 − x, the same operands in
+// the same order as rotating a flipped copy.
+inline void rotate_pixel(const float* in, float* o, int64_t c, int64_t h, int64_t w, float ix, float iy, int64_t at,
+                         bool mirror) {
   const int64_t plane = h * w;
   auto floor_int = [](float v) {  // floor without a libm call
     const auto t = static_cast<int64_t>(v);
@@ -117,18 +120,19 @@ inline void rotate_pixel(const float* in, float* o, int64_t c, int64_t h, int64_
   const int64_t x0 = floor_int(ix), y0 = floor_int(iy);
   const float tx = ix - static_cast<float>(x0), ty = iy - static_cast<float>(y0);
   const float w00 = (1 - tx) * (1 - ty), w01 = tx * (1 - ty), w10 = (1 - tx) * ty, w11 = tx * ty;
+  const int64_t col = mirror ? w - 1 - x0 : x0, dx = mirror ? -1 : 1;  // source column of x0, of x0 + 1
   if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h) {  // all four neighbours inside
-    const float* p = in + y0 * w + x0;
+    const float* p = in + y0 * w + col;
     if (c == 3) {
       const float* q = p + plane;
       const float* r = q + plane;
-      o[at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
-      o[plane + at] = w00 * q[0] + w01 * q[1] + w10 * q[w] + w11 * q[w + 1];
-      o[2 * plane + at] = w00 * r[0] + w01 * r[1] + w10 * r[w] + w11 * r[w + 1];
+      o[at] = w00 * p[0] + w01 * p[dx] + w10 * p[w] + w11 * p[w + dx];
+      o[plane + at] = w00 * q[0] + w01 * q[dx] + w10 * q[w] + w11 * q[w + dx];
+      o[2 * plane + at] = w00 * r[0] + w01 * r[dx] + w10 * r[w] + w11 * r[w + dx];
       return;
     }
     for (int64_t ch = 0; ch < c; ++ch, p += plane)
-      o[ch * plane + at] = w00 * p[0] + w01 * p[1] + w10 * p[w] + w11 * p[w + 1];
+      o[ch * plane + at] = w00 * p[0] + w01 * p[dx] + w10 * p[w] + w11 * p[w + dx];
     return;
   }
   const bool in_x0 = x0 >= 0 && x0 < w, in_x1 = x0 + 1 >= 0 && x0 + 1 < w;
@@ -136,10 +140,10 @@ inline void rotate_pixel(const float* in, float* o, int64_t c, int64_t h, int64_
   for (int64_t ch = 0; ch < c; ++ch) {
     const float* p = in + ch * plane;
     float v = 0.0f;
-    if (in_y0 && in_x0) v += w00 * p[y0 * w + x0];
-    if (in_y0 && in_x1) v += w01 * p[y0 * w + x0 + 1];
-    if (in_y1 && in_x0) v += w10 * p[(y0 + 1) * w + x0];
-    if (in_y1 && in_x1) v += w11 * p[(y0 + 1) * w + x0 + 1];
+    if (in_y0 && in_x0) v += w00 * p[y0 * w + col];
+    if (in_y0 && in_x1) v += w01 * p[y0 * w + col + dx];
+    if (in_y1 && in_x0) v += w10 * p[(y0 + 1) * w + col];
+    if (in_y1 && in_x1) v += w11 * p[(y0 + 1) * w + col + dx];
     o[ch * plane + at] = v;
   }
 }
@@ -298,12 +302,14 @@ __attribute__((target("avx2"))) int64_t resample_width8_avx2(const float* in, in
 // a source point beyond ±2^24 (or NaN) go pixel by pixel. Returns how many pixels of the row it
 // wrote (the rest is the tail).
 __attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* o, int64_t c, int64_t h, int64_t w,
-                                                        int64_t y, const float* row_ix, const float* row_iy) {
+                                                        int64_t y, const float* row_ix, const float* row_iy,
+                                                        bool mirror) {
   const int64_t plane = h * w, blocks = w / 8;
   const __m256 one = _mm256_set1_ps(1.0f), zero_ps = _mm256_setzero_ps(), limit = _mm256_set1_ps(16777216.0f),
                sign = _mm256_set1_ps(-0.0f);
   const __m256i wi = _mm256_set1_epi32(static_cast<int32_t>(w)), ones = _mm256_set1_epi32(1),
-                minus_one = _mm256_set1_epi32(-1), wm = _mm256_set1_epi32(static_cast<int32_t>(w)),
+                minus_one = _mm256_set1_epi32(-1), dx = mirror ? minus_one : ones,
+                wm = _mm256_set1_epi32(static_cast<int32_t>(w)),
                 hm = _mm256_set1_epi32(static_cast<int32_t>(h));
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t x = b * 8, at = y * w + x;
@@ -312,7 +318,7 @@ __attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* 
     const __m256 finite = _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, fx), limit, _CMP_LT_OQ),
                                         _mm256_cmp_ps(_mm256_andnot_ps(sign, fy), limit, _CMP_LT_OQ));
     if (_mm256_movemask_ps(finite) != 0xFF) {
-      for (int64_t l = 0; l < 8; ++l) rotate_pixel(in, o, c, h, w, row_ix[x + l], row_iy[x + l], at + l);
+      for (int64_t l = 0; l < 8; ++l) rotate_pixel(in, o, c, h, w, row_ix[x + l], row_iy[x + l], at + l, mirror);
       continue;
     }
     const __m256i x0 = _mm256_cvttps_epi32(fx), y0 = _mm256_cvttps_epi32(fy);
@@ -326,9 +332,9 @@ __attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* 
     const __m256 ux = _mm256_sub_ps(one, tx), uy = _mm256_sub_ps(one, ty);
     const __m256 w00 = _mm256_mul_ps(ux, uy), w01 = _mm256_mul_ps(tx, uy), w10 = _mm256_mul_ps(ux, ty),
                  w11 = _mm256_mul_ps(tx, ty);
-    const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(y0, wi), x0);
-    const __m256i off1 = _mm256_add_epi32(off, ones), offw = _mm256_add_epi32(off, wi),
-                  offw1 = _mm256_add_epi32(offw, ones);
+    const __m256i col = mirror ? _mm256_sub_epi32(_mm256_sub_epi32(wm, ones), x0) : x0;
+    const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(y0, wi), col);
+    const __m256i off1 = _mm256_add_epi32(off, dx), offw = _mm256_add_epi32(off, wi), offw1 = _mm256_add_epi32(offw, dx);
     for (int64_t ch = 0; ch < c; ++ch) {
       const float* p = in + ch * plane;
       __m256 v = _mm256_mul_ps(w00, _mm256_mask_i32gather_ps(zero_ps, p, off, m00, 4));
@@ -515,9 +521,12 @@ torch::Tensor hflip(const torch::Tensor& image) {
   return out;
 }
 
-torch::Tensor rotate(const torch::Tensor& image, double degrees) {
+namespace {
+
+// rotate(hflip(image), degrees) when `mirror`, in one pass.
+torch::Tensor rotate_impl(const torch::Tensor& image, double degrees, bool mirror) {
   check_image(image, "rotate");
-  if (degrees == 0.0) return image;
+  if (degrees == 0.0) return mirror ? hflip(image) : image;
   // affine_grid (align_corners = false) maps output pixel (y, x) to the normalised source point
   // θ·(x_n, y_n), x_n = (2x + 1)/W − 1; grid_sample takes it back to pixels, ((g + 1)·W − 1)/2,
   // and samples bilinearly with zeros outside.
@@ -546,12 +555,16 @@ torch::Tensor rotate(const torch::Tensor& image, double degrees) {
     }
     int64_t x = 0;
 #ifdef NORDF_X86_SIMD
-    if (simd) x = rotate_row_avx2(in, o, c, h, w, y, row_ix.data(), row_iy.data());
+    if (simd) x = rotate_row_avx2(in, o, c, h, w, y, row_ix.data(), row_iy.data(), mirror);
 #endif
-    for (; x < w; ++x) rotate_pixel(in, o, c, h, w, row_ix[x], row_iy[x], y * w + x);
+    for (; x < w; ++x) rotate_pixel(in, o, c, h, w, row_ix[x], row_iy[x], y * w + x, mirror);
   }
   return out;
 }
+
+}  // namespace
+
+torch::Tensor rotate(const torch::Tensor& image, double degrees) { return rotate_impl(image, degrees, false); }
 
 torch::Tensor imagenet_normalize(const torch::Tensor& image) {
   return (image - channel_stats(kImageNetMean, image)) / channel_stats(kImageNetStd, image);
@@ -574,9 +587,12 @@ TransformedImage apply_transforms(const torch::Tensor& image, const TransformOpt
   } else {
     x = resize(image, o.image_size);
   }
-  if (augment && o.hflip_prob > 0.0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.hflip_prob) x = hflip(x);
-  if (augment && o.rotation_degrees > 0.0)
-    x = rotate(x, std::uniform_real_distribution<double>(-o.rotation_degrees, o.rotation_degrees)(rng));
+  const bool flip =
+      augment && o.hflip_prob > 0.0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.hflip_prob;
+  if (augment && o.rotation_degrees > 0.0)  // the flip folded into the rotation's reads
+    x = rotate_impl(x, std::uniform_real_distribution<double>(-o.rotation_degrees, o.rotation_degrees)(rng), flip);
+  else if (flip)
+    x = hflip(x);
   TransformedImage out;
   if (o.recon_size > 0) out.target = o.recon_size == o.image_size ? x : area_resize(x, o.recon_size);
   out.input = normalize_image(x, input);

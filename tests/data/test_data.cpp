@@ -561,13 +561,21 @@ TEST_CASE("transforms", "[data]") {
   o.crop_scale_min = 0.5;
   o.hflip_prob = 1.0;
   o.rotation_degrees = 10.0;
-  std::mt19937_64 r1(3), r2(3);
-  auto t = nordf::apply_transforms(photo, o, /*augment=*/true, r1);
-  auto x = nordf::random_resized_crop(photo, 24, 0.5, r2);
-  REQUIRE(std::uniform_real_distribution<double>(0, 1)(r2) < 1.0);
-  x = nordf::rotate(nordf::hflip(x), std::uniform_real_distribution<double>(-10.0, 10.0)(r2));
-  CHECK(torch::equal(t.input, nordf::imagenet_normalize(x)));
-  CHECK(torch::equal(t.target, nordf::area_resize(x, 12)));
+  for (bool simd : {true, false}) {  // the flip is folded into the rotation on both paths
+    CAPTURE(simd);
+    nordf::set_simd_transforms(simd);
+    for (uint64_t seed : {3, 4, 5}) {
+      std::mt19937_64 r1(seed), r2(seed);
+      auto t = nordf::apply_transforms(photo, o, /*augment=*/true, r1);
+      auto x = nordf::random_resized_crop(photo, 24, 0.5, r2);
+      REQUIRE(std::uniform_real_distribution<double>(0, 1)(r2) < 1.0);
+      x = nordf::rotate(nordf::hflip(x), std::uniform_real_distribution<double>(-10.0, 10.0)(r2));
+      CHECK(torch::equal(t.input, nordf::imagenet_normalize(x)));
+      CHECK(torch::equal(t.target, nordf::area_resize(x, 12)));
+    }
+  }
+  nordf::set_simd_transforms(true);
+  std::mt19937_64 r1(3);
   auto plain = nordf::apply_transforms(photo, o, /*augment=*/false, r1);
   CHECK(torch::equal(plain.input, nordf::imagenet_normalize(nordf::resize(photo, 24))));
   // Written into a batch's slot, the same values; a slot of the wrong shape is named.
