@@ -233,6 +233,23 @@ __attribute__((target("avx2"))) void resample_height_avx2(const float* tmp, int6
   }
 }
 
+// (x − mean) / std, eight values at a time (IEEE subtraction and division, as the scalar loop).
+// Returns how many it did.
+__attribute__((target("avx2"))) int64_t normalize_avx2(const float* in, int64_t n, float mean, float std, float* out) {
+  const __m256 m = _mm256_set1_ps(mean), d = _mm256_set1_ps(std);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(in + i), m), d));
+  return i;
+}
+
+// Eight (left, right) float pairs, four in each of lo and hi, into eight lefts and eight rights.
+__attribute__((target("avx2"))) inline void split_pairs(__m256d lo, __m256d hi, __m256& left, __m256& right) {
+  const __m256 a = _mm256_castpd_ps(lo), b = _mm256_castpd_ps(hi);
+  // Per 128-bit lane: pairs 0, 1 of lo then of hi; the 64-bit permute restores the pair order.
+  left = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  right = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
 // lo ≤ v < hi, lane by lane.
 __attribute__((target("avx2"))) inline __m256i between(__m256i v, __m256i lo, __m256i hi) {
   return _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, v), _mm256_cmpgt_epi32(hi, v));
@@ -337,6 +354,27 @@ __attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* 
     const __m256i col = mirror ? _mm256_sub_epi32(_mm256_sub_epi32(wm, ones), x0) : x0;
     const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(y0, wi), col);
     const __m256i off1 = _mm256_add_epi32(off, dx), offw = _mm256_add_epi32(off, wi), offw1 = _mm256_add_epi32(offw, dx);
+    if (_mm256_movemask_ps(_mm256_and_ps(m00, m11)) == 0xFF) {
+      // All neighbours inside: each pair of horizontal neighbours is one 64-bit gather, split
+      // into the two columns with shuffles.
+      const __m256i first = mirror ? off1 : off, below = mirror ? offw1 : offw;
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const auto* p = reinterpret_cast<const double*>(in + ch * plane);
+        __m256 left_top, right_top, left_bottom, right_bottom;
+        split_pairs(_mm256_i32gather_pd(p, _mm256_castsi256_si128(first), 4),
+                    _mm256_i32gather_pd(p, _mm256_extracti128_si256(first, 1), 4), left_top, right_top);
+        split_pairs(_mm256_i32gather_pd(p, _mm256_castsi256_si128(below), 4),
+                    _mm256_i32gather_pd(p, _mm256_extracti128_si256(below, 1), 4), left_bottom, right_bottom);
+        const __m256 v00 = mirror ? right_top : left_top, v01 = mirror ? left_top : right_top;
+        const __m256 v10 = mirror ? right_bottom : left_bottom, v11 = mirror ? left_bottom : right_bottom;
+        __m256 v = _mm256_mul_ps(w00, v00);
+        v = _mm256_add_ps(v, _mm256_mul_ps(w01, v01));
+        v = _mm256_add_ps(v, _mm256_mul_ps(w10, v10));
+        v = _mm256_add_ps(v, _mm256_mul_ps(w11, v11));
+        _mm256_storeu_ps(o + ch * plane + at, v);
+      }
+      continue;
+    }
     for (int64_t ch = 0; ch < c; ++ch) {
       const float* p = in + ch * plane;
       __m256 v = _mm256_mul_ps(w00, _mm256_mask_i32gather_ps(zero_ps, p, off, m00, 4));
@@ -453,9 +491,14 @@ torch::Tensor normalize_image(const torch::Tensor& image, torch::Tensor into) {
   const int64_t plane = src.size(1) * src.size(2);
   const float* in = src.data_ptr<float>();
   float* o = into.data_ptr<float>();
+  const bool simd = use_avx2();
   for (int64_t c = 0; c < 3; ++c) {
     const float mean = static_cast<float>(kImageNetMean[c]), std = static_cast<float>(kImageNetStd[c]);
-    for (int64_t i = c * plane; i < (c + 1) * plane; ++i) o[i] = (in[i] - mean) / std;
+    int64_t i = 0;
+#ifdef NORDF_X86_SIMD
+    if (simd) i = normalize_avx2(in + c * plane, plane, mean, std, o + c * plane);
+#endif
+    for (; i < plane; ++i) o[c * plane + i] = (in[c * plane + i] - mean) / std;
   }
   return into;
 }

@@ -529,6 +529,14 @@ TEST_CASE("the AVX2 and portable transform loops give the same bits", "[data]") 
       CHECK(both([&] { return nordf::rotate(img, deg); }));
     }
   }
+  // Normalisation, through the pipeline (its own loop), on a size with a tail.
+  nordf::TransformOptions plain;
+  plain.image_size = 13;
+  plain.recon_size = 0;
+  std::mt19937_64 rng(1);
+  auto small = torch::rand({3, 13, 13});
+  CHECK(both([&] { return nordf::apply_transforms(small, plain, false, rng).input; }));
+  CHECK(torch::equal(nordf::apply_transforms(small, plain, false, rng).input, nordf::imagenet_normalize(small)));
   auto gray = torch::rand({1, 40, 33});
   CHECK(both([&] { return nordf::rotate(gray, 12.0); }));
   CHECK(both([&] { return nordf::resize(gray, 16); }));
