@@ -153,8 +153,8 @@ void check_loader(const ImageDataset& data, const LoaderOptions& o, const char* 
                                 " is larger than the dataset (" + std::to_string(data.size()) + " images)");
 }
 
-// torch::stack of same-shape CPU images, copied whole (LibTorch 1.13's cat copies them element by
-// element, 6% of the training loader's time).
+// torch::stack of same-shape CPU images, each copied whole with memcpy: LibTorch 1.13's cat took
+// 6% of the training loader's time on these shapes, and runs intra-op threads from loader threads.
 torch::Tensor stack_images(const std::vector<torch::Tensor>& xs) {
   const auto& first = xs.front();
   for (const auto& x : xs)
