@@ -155,56 +155,6 @@ inline void rotate_pixel(const float* in, float* o, int64_t c, int64_t h, int64_
 // the same float operations in the same order for every output value (multiplies and adds, no
 // fused multiply-add), so they give the same values bit for bit; the tests compare the two paths.
 
-// The width pass of `resample` for rows [first_row, h) of one channel: eight outputs at a time, their
-// input samples gathered; lanes past an output's own tap count add 0 × 0.
-__attribute__((target("avx2"))) void resample_width_avx2(const float* in, int64_t row_stride, int64_t step,
-                                                         int64_t first_row, int64_t h, const Axis& cols, float* tmp) {
-  const int64_t ow = static_cast<int64_t>(cols.start.size()), blocks = ow / 8;
-  std::vector<float> wt(static_cast<size_t>(blocks * cols.taps * 8), 0.0f);  // [block][tap][lane]
-  std::vector<int32_t> base(static_cast<size_t>(blocks * 8)), taps(static_cast<size_t>(blocks));
-  for (int64_t b = 0; b < blocks; ++b) {
-    int64_t most = 0;
-    for (int64_t l = 0; l < 8; ++l) {
-      const int64_t x = b * 8 + l;
-      base[b * 8 + l] = static_cast<int32_t>(cols.start[x] * step);
-      for (int64_t k = 0; k < cols.count[x]; ++k) wt[(b * cols.taps + k) * 8 + l] = cols.w[x * cols.taps + k];
-      most = std::max(most, cols.count[x]);
-    }
-    taps[b] = static_cast<int32_t>(most);
-  }
-  const __m256i lane_count_zero = _mm256_setzero_si256();
-  for (int64_t y = first_row; y < h; ++y) {
-    const float* row = in + y * row_stride;
-    float* dst = tmp + y * ow;
-    for (int64_t b = 0; b < blocks; ++b) {
-      __m256i at = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&base[b * 8]));
-      const __m256i next = _mm256_set1_epi32(static_cast<int32_t>(step));
-      __m256i count = _mm256_setr_epi32(
-          static_cast<int32_t>(cols.count[b * 8]), static_cast<int32_t>(cols.count[b * 8 + 1]),
-          static_cast<int32_t>(cols.count[b * 8 + 2]), static_cast<int32_t>(cols.count[b * 8 + 3]),
-          static_cast<int32_t>(cols.count[b * 8 + 4]), static_cast<int32_t>(cols.count[b * 8 + 5]),
-          static_cast<int32_t>(cols.count[b * 8 + 6]), static_cast<int32_t>(cols.count[b * 8 + 7]));
-      __m256 acc = _mm256_setzero_ps();
-      const float* wb = &wt[b * cols.taps * 8];
-      for (int32_t k = 0; k < taps[b]; ++k) {
-        const __m256 live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(count, lane_count_zero));  // k < count
-        const __m256 v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), row, at, live, 4);
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(wb + k * 8), v));
-        at = _mm256_add_epi32(at, next);
-        count = _mm256_sub_epi32(count, _mm256_set1_epi32(1));
-      }
-      _mm256_storeu_ps(dst + b * 8, acc);
-    }
-    for (int64_t x = blocks * 8; x < ow; ++x) {
-      const float* w = &cols.w[x * cols.taps];
-      const float* src = row + cols.start[x] * step;
-      float acc = 0.0f;
-      for (int64_t k = 0; k < cols.count[x]; ++k) acc += w[k] * src[k * step];
-      dst[x] = acc;
-    }
-  }
-}
-
 // The height pass of `resample` for one channel: each output row sums its input rows eight columns
 // at a time, in the scalar order (0, then tap by tap), clamped to [0, 1] with NaN kept as std::min
 // and std::max keep it.
@@ -398,15 +348,12 @@ torch::Tensor resample(const torch::Tensor& image, const Axis& rows, const Axis&
   std::vector<float> tmp(static_cast<size_t>(h * ow));
   auto out = torch::empty({c, oh, ow}, image.options().memory_format(torch::MemoryFormat::Contiguous));
   float* o = out.data_ptr<float>();
-  const bool simd = use_avx2() && image.size(2) * s[2] <= INT32_MAX;
+  const bool simd = use_avx2();
   for (int64_t ch = 0; ch < c; ++ch) {
     int64_t y = 0;
 #ifdef NORDF_X86_SIMD
-    if (simd) {
-      const int64_t done = s[2] == 1 ? resample_width8_avx2(in + ch * s[0], s[1], image.size(2), h, cols, tmp.data()) : 0;
-      resample_width_avx2(in + ch * s[0], s[1], s[2], done, h, cols, tmp.data());
-      y = h;
-    }
+    // Contiguous rows, eight at a time; the rest (fewer than eight rows, or strided columns) below.
+    if (simd && s[2] == 1) y = resample_width8_avx2(in + ch * s[0], s[1], image.size(2), h, cols, tmp.data());
 #endif
     // Four rows at a time: four independent sums per weight load, each in the one-row order.
     for (; y + 4 <= h; y += 4) {
