@@ -276,10 +276,8 @@ __attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* 
   const int64_t plane = h * w, blocks = w / 8;
   const __m256 one = _mm256_set1_ps(1.0f), zero_ps = _mm256_setzero_ps(), limit = _mm256_set1_ps(16777216.0f),
                sign = _mm256_set1_ps(-0.0f);
-  const __m256i wi = _mm256_set1_epi32(static_cast<int32_t>(w)), ones = _mm256_set1_epi32(1),
-                minus_one = _mm256_set1_epi32(-1), dx = mirror ? minus_one : ones,
-                wm = _mm256_set1_epi32(static_cast<int32_t>(w)),
-                hm = _mm256_set1_epi32(static_cast<int32_t>(h));
+  const __m256i ones = _mm256_set1_epi32(1), minus_one = _mm256_set1_epi32(-1), dx = mirror ? minus_one : ones,
+                wm = _mm256_set1_epi32(static_cast<int32_t>(w)), hm = _mm256_set1_epi32(static_cast<int32_t>(h));
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t x = b * 8, at = y * w + x;
     const __m256 ix = _mm256_loadu_ps(row_ix + x), iy = _mm256_loadu_ps(row_iy + x);
@@ -302,8 +300,8 @@ __attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* 
     const __m256 w00 = _mm256_mul_ps(ux, uy), w01 = _mm256_mul_ps(tx, uy), w10 = _mm256_mul_ps(ux, ty),
                  w11 = _mm256_mul_ps(tx, ty);
     const __m256i col = mirror ? _mm256_sub_epi32(_mm256_sub_epi32(wm, ones), x0) : x0;
-    const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(y0, wi), col);
-    const __m256i off1 = _mm256_add_epi32(off, dx), offw = _mm256_add_epi32(off, wi), offw1 = _mm256_add_epi32(offw, dx);
+    const __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(y0, wm), col);
+    const __m256i off1 = _mm256_add_epi32(off, dx), offw = _mm256_add_epi32(off, wm), offw1 = _mm256_add_epi32(offw, dx);
     if (_mm256_movemask_ps(_mm256_and_ps(m00, m11)) == 0xFF) {
       // All neighbours inside: each pair of horizontal neighbours is one 64-bit gather, split
       // into the two columns with shuffles.
@@ -431,7 +429,8 @@ torch::Tensor normalize_image(const torch::Tensor& image, torch::Tensor into) {
     TORCH_CHECK(into.sizes() == src.sizes() && into.scalar_type() == torch::kFloat && into.is_contiguous() &&
                     into.is_cpu(),
                 "apply_transforms: the input tensor given must be a contiguous CPU float tensor of ", src.sizes(),
-                ", got ", into.scalar_type(), " ", into.sizes());
+                ", got ", into.scalar_type(), " ", into.sizes(), into.is_contiguous() ? "" : " (not contiguous)",
+                " on ", into.device());
   } else {
     into = torch::empty(src.sizes(), src.options());
   }

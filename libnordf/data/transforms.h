@@ -24,8 +24,8 @@ torch::Tensor area_resize(const torch::Tensor& image, int64_t size);
 torch::Tensor hflip(const torch::Tensor& image);
 /// Rotation by `degrees` about the centre, bilinear, zero fill.
 torch::Tensor rotate(const torch::Tensor& image, double degrees);
-/// Whether image decoding (bytes to floats), resize, area_resize and rotate run their AVX2 loops:
-/// on x86-64 CPUs with AVX2, unless turned off. The AVX2 and portable loops give the same values,
+/// Whether image decoding (bytes to floats), resize, area_resize, rotate and apply_transforms'
+/// normalisation run their AVX2 loops: on x86-64 CPUs with AVX2, unless turned off. The AVX2 and portable loops give the same values,
 /// bit for bit.
 bool simd_transforms();
 /// Turns the AVX2 loops off (false) or back on where the CPU has AVX2 (true), for all threads.

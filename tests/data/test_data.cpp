@@ -593,5 +593,7 @@ TEST_CASE("transforms", "[data]") {
   CHECK(into.input.data_ptr() == slots[1].data_ptr());
   CHECK(torch::equal(slots[0], torch::full({3, 24, 24}, 7.0f)));
   CHECK_THROWS_WITH(nordf::apply_transforms(photo, o, false, r1, torch::empty({3, 20, 24})),
-                    Catch::Contains("apply_transforms: the input tensor given must be a contiguous CPU float tensor of [3, 24, 24], got Float [3, 20, 24]"));
+                    Catch::Contains("apply_transforms: the input tensor given must be a contiguous CPU float tensor of [3, 24, 24], got Float [3, 20, 24] on cpu"));
+  CHECK_THROWS_WITH(nordf::apply_transforms(photo, o, false, r1, torch::empty({3, 24, 48}).narrow(2, 0, 24)),
+                    Catch::Contains("got Float [3, 24, 24] (not contiguous) on cpu"));
 }
