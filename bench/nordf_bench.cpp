@@ -306,8 +306,9 @@ int run(int argc, char** argv) {
   if (measure == "sgemm") measure_sgemm(sgemm_size, repeats);
   if (cpu_cache) {
     const auto s = nordf::cpu_cache_stats();
-    fmt::print("CPU cache: {} hits, {} misses, {} blocks released, peak {:.1f} MiB in use + cached\n", s.hits, s.misses,
-               s.released, static_cast<double>(s.peak_bytes) / (1 << 20));
+    fmt::print("CPU cache: {} hits, {} misses, {} blocks released, peak {:.1f} MiB in use + cached, peak {:.1f} MiB in use\n",
+               s.hits, s.misses, s.released, static_cast<double>(s.peak_bytes) / (1 << 20),
+               static_cast<double>(s.peak_in_use_bytes) / (1 << 20));
   }
   fmt::print("peak RSS: {:.1f} MiB\nresult peak_rss_mib {:.1f}\n", peak_rss_mib(), peak_rss_mib());
   return 0;

@@ -10,11 +10,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iterator>
-#include <list>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -31,35 +32,110 @@ std::size_t page_size() {
 
 using Block = std::pair<void*, std::size_t>;  // mapped address, mapped size
 
+// A run of free, mapped pages: possibly several freed blocks, or part of one. `stamp` orders
+// the runs by when they were last freed into; eviction takes the oldest first.
+struct FreeRun {
+  std::size_t size = 0;
+  std::uint64_t stamp = 0;
+};
+
 // All state behind one mutex. Created once and never destroyed: tensors may be freed during
 // static destruction, after a function-local static would be gone.
+//
+// The free runs are indexed three ways: by address, to merge a freed block with the runs on
+// either side of it (neighbouring anonymous mappings are one range to `munmap`, whichever call
+// mapped them); by size, for the best fit; and by stamp, for eviction.
 struct Cache {
   std::mutex mu;
   bool enabled = false;
   c10::Allocator* previous = nullptr;
   std::size_t cap = 0;
-  std::unordered_map<void*, std::size_t> live;                  // mapped blocks handed out
-  std::list<Block> lru;                                         // cached blocks, least recently freed first
-  std::multimap<std::size_t, std::list<Block>::iterator> by_size;  // the same blocks by size
+  std::uint64_t clock = 0;
+  std::unordered_map<void*, std::size_t> live;  // blocks handed out, by address: their mapped size
+  std::map<std::uintptr_t, FreeRun> runs;       // free runs by address
+  // (size, newest first, address): the first entry not below {n, 0, 0} is the smallest run of at
+  // least n bytes, and among runs of that size the most recently freed, likeliest still in the
+  // CPU's caches.
+  std::set<std::tuple<std::size_t, std::uint64_t, std::uintptr_t>> by_size;
+  std::set<std::pair<std::uint64_t, std::uintptr_t>> by_stamp;  // oldest first
   CpuCacheStats stats;
 
-  // Moves the least recently freed cached block to `out`. Requires the lock and a non-empty cache.
-  void evict_oldest(std::vector<Block>& out) {
-    const auto oldest = lru.begin();
-    auto [first, last] = by_size.equal_range(oldest->second);
-    for (; first != last; ++first)
-      if (first->second == oldest) {
-        by_size.erase(first);
-        break;
+  void insert_run(std::uintptr_t addr, FreeRun run) {
+    runs.emplace(addr, run);
+    by_size.emplace(run.size, ~run.stamp, addr);
+    by_stamp.emplace(run.stamp, addr);
+    stats.cached_bytes += run.size;
+  }
+
+  // Takes the run at `it` out of every index. Returns the address and the run.
+  std::pair<std::uintptr_t, FreeRun> erase_run(std::map<std::uintptr_t, FreeRun>::iterator it) {
+    const auto out = *it;
+    by_size.erase({out.second.size, ~out.second.stamp, out.first});
+    by_stamp.erase({out.second.stamp, out.first});
+    runs.erase(it);
+    stats.cached_bytes -= out.second.size;
+    return out;
+  }
+
+  // Caches a freed block, merged with the free runs that touch it.
+  void add_free(std::uintptr_t addr, std::size_t size) {
+    auto next = runs.lower_bound(addr);
+    if (next != runs.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second.size == addr) {
+        const auto [a, run] = erase_run(prev);
+        addr = a;
+        size += run.size;
       }
-    stats.cached_bytes -= oldest->second;
-    ++stats.released;
-    out.push_back(*oldest);
-    lru.erase(oldest);
+    }
+    if (next != runs.end() && addr + size == next->first) size += erase_run(next).second.size;
+    insert_run(addr, FreeRun{size, ++clock});
+  }
+
+  // Unmaps the least recently freed pages until the cache holds at most `cap` bytes: whole runs,
+  // and the tail of the last one when only part of it is over. Requires the lock.
+  void trim(std::vector<Block>& out) {
+    while (stats.cached_bytes > cap) {
+      const auto oldest = runs.find(by_stamp.begin()->second);
+      const auto [addr, run] = erase_run(oldest);
+      const std::size_t over = stats.cached_bytes + run.size - cap;
+      if (over < run.size) {
+        const std::size_t cut = (over + page_size() - 1) / page_size() * page_size();
+        if (cut < run.size) {
+          insert_run(addr, FreeRun{run.size - cut, run.stamp});
+          out.push_back({reinterpret_cast<void*>(addr + run.size - cut), cut});
+          ++stats.released;
+          continue;
+        }
+      }
+      out.push_back({reinterpret_cast<void*>(addr), run.size});
+      ++stats.released;
+    }
+  }
+
+  // Hands out `size` bytes (a whole number of pages) from the smallest free run that holds them,
+  // or returns nullptr. A run with at least kCpuCacheMinBytes to spare is split: its head is
+  // handed out and its tail stays cached. Requires the lock.
+  void* take(std::size_t size) {
+    const auto fit = by_size.lower_bound({size, 0, 0});
+    if (fit == by_size.end()) return nullptr;
+    const auto [addr, run] = erase_run(runs.find(std::get<2>(*fit)));
+    std::size_t block = run.size;
+    if (run.size - size >= kCpuCacheMinBytes) {
+      insert_run(addr + size, FreeRun{run.size - size, run.stamp});
+      block = size;
+    }
+    void* ptr = reinterpret_cast<void*>(addr);
+    live.emplace(ptr, block);
+    stats.in_use_bytes += block;
+    ++stats.hits;
+    note_peak();
+    return ptr;
   }
 
   void note_peak() {
     stats.peak_bytes = std::max(stats.peak_bytes, stats.in_use_bytes + stats.cached_bytes);
+    stats.peak_in_use_bytes = std::max(stats.peak_in_use_bytes, stats.in_use_bytes);
   }
 };
 
@@ -91,10 +167,8 @@ void cached_free(void* ptr) {
     c.live.erase(it);
     c.stats.in_use_bytes -= size;
     if (c.enabled && size <= c.cap) {
-      const auto pos = c.lru.insert(c.lru.end(), Block{ptr, size});
-      c.by_size.emplace(size, pos);
-      c.stats.cached_bytes += size;
-      while (c.stats.cached_bytes > c.cap) c.evict_oldest(to_unmap);
+      c.add_free(reinterpret_cast<std::uintptr_t>(ptr), size);
+      c.trim(to_unmap);
     } else {
       to_unmap.push_back({ptr, size});
     }
@@ -118,21 +192,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     Cache& c = cache();
     {
       std::lock_guard<std::mutex> lock(c.mu);
-      // Best fit: the smallest cached block that holds the request and wastes at most an eighth
-      // of it; among equal sizes, the most recently freed, likeliest still in the CPU's caches.
-      auto fit = c.by_size.lower_bound(size);
-      if (fit != c.by_size.end() && fit->first - size <= size / 8) {
-        const std::size_t block = fit->first;
-        auto newest = std::prev(c.by_size.upper_bound(block));
-        void* ptr = newest->second->first;
-        c.lru.erase(newest->second);
-        c.by_size.erase(newest);
-        c.stats.cached_bytes -= block;
-        c.stats.in_use_bytes += block;
-        ++c.stats.hits;
-        c.live.emplace(ptr, block);
-        return {ptr, ptr, &cached_free, cpu};
-      }
+      if (void* ptr = c.take(size)) return {ptr, ptr, &cached_free, cpu};
       ++c.stats.misses;
     }
     void* ptr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -174,7 +234,7 @@ bool enable_cpu_cache(std::size_t max_cached_bytes) {
     }
     c.cap = max_cached_bytes;
     c.stats.max_cached_bytes = max_cached_bytes;
-    while (c.stats.cached_bytes > c.cap) c.evict_oldest(to_unmap);
+    c.trim(to_unmap);
   }
   unmap(to_unmap);
   return true;
@@ -199,7 +259,11 @@ std::size_t release_cpu_cache() {
   {
     std::lock_guard<std::mutex> lock(c.mu);
     bytes = c.stats.cached_bytes;
-    while (!c.lru.empty()) c.evict_oldest(to_unmap);
+    while (!c.runs.empty()) {
+      const auto [addr, run] = c.erase_run(c.runs.begin());
+      to_unmap.push_back({reinterpret_cast<void*>(addr), run.size});
+      ++c.stats.released;
+    }
   }
   unmap(to_unmap);
   return bytes;

@@ -58,34 +58,59 @@ TEST_CASE("cpu cache: a freed block is handed out again, without new page faults
   CHECK(again.sum().item<double>() == 2.0 * 2 * kMiB);
 }
 
-TEST_CASE("cpu cache: a request takes the smallest cached block that fits within an eighth", "[core][memory]") {
+TEST_CASE("cpu cache: a request takes the head of the smallest free run that holds it", "[core][memory]") {
   CacheScope scope(256 * kMiB);
-  void* four = nullptr;
-  void* five = nullptr;
-  {
-    auto a = block(4 * kMiB), b = block(5 * kMiB);
-    four = a.data_ptr();
-    five = b.data_ptr();
-  }  // both freed: 9 MiB cached
-  const auto base = nordf::cpu_cache_stats();
-  CHECK(base.cached_bytes >= static_cast<std::size_t>(9 * kMiB));
-  {
-    auto c = block(3 * kMiB);  // 4 MiB would waste a third: a miss, and nothing is evicted for it
-    CHECK(c.data_ptr() != four);
-    CHECK(c.data_ptr() != five);
-    const auto s = nordf::cpu_cache_stats();
-    CHECK(s.misses == base.misses + 1);
-    CHECK(s.released == base.released);
-    CHECK(s.cached_bytes == base.cached_bytes);
-  }
-  auto d = block(4 * kMiB - 64 * 1024);  // fits the 4 MiB block, not the 5 MiB one
-  CHECK(d.data_ptr() == four);
-  auto e = block(4 * kMiB + 768 * 1024);  // too large for 4 MiB; 5 MiB wastes under an eighth
-  CHECK(e.data_ptr() == five);
-  const auto s = nordf::cpu_cache_stats();
-  CHECK(s.hits == base.hits + 2);
-  CHECK(s.in_use_bytes >= static_cast<std::size_t>(9 * kMiB));
+  char* base = nullptr;
+  { base = static_cast<char*>(block(20 * kMiB).data_ptr()); }  // one free run of 20 MiB
+  // Carve it up: 4 MiB (a), 1 MiB held, 5 MiB (b), 1 MiB held, and 9 MiB left at the end.
+  auto a = block(4 * kMiB), g = block(kMiB), b = block(5 * kMiB), h = block(kMiB);
+  CHECK(a.data_ptr() == base);
+  CHECK(g.data_ptr() == base + 4 * kMiB);
+  CHECK(b.data_ptr() == base + 5 * kMiB);
+  CHECK(h.data_ptr() == base + 10 * kMiB);
+  a.reset();
+  b.reset();
+  const auto start = nordf::cpu_cache_stats();
+  CHECK(start.cached_bytes == static_cast<std::size_t>(18 * kMiB));  // 4 + 5 + 9
+  auto c = block(3 * kMiB);  // the 4 MiB run is the smallest that holds it; 1 MiB of it stays cached
+  CHECK(c.data_ptr() == base);
+  auto d = block(4 * kMiB + kMiB / 2);  // the 5 MiB run
+  CHECK(d.data_ptr() == base + 5 * kMiB);
+  auto e = block(8 * kMiB);  // the 9 MiB run at the end
+  CHECK(e.data_ptr() == base + 11 * kMiB);
+  auto s = nordf::cpu_cache_stats();
+  CHECK(s.hits == start.hits + 3);
+  CHECK(s.misses == start.misses);
+  CHECK(s.cached_bytes == static_cast<std::size_t>(2 * kMiB + kMiB / 2));  // 1 + 0.5 + 1
+  auto f = block(2 * kMiB);  // no free run holds 2 MiB: new memory, nothing evicted for it
+  s = nordf::cpu_cache_stats();
+  CHECK(s.misses == start.misses + 1);
+  CHECK(s.released == start.released);
+  CHECK(s.cached_bytes == static_cast<std::size_t>(2 * kMiB + kMiB / 2));
+  CHECK(s.in_use_bytes >= static_cast<std::size_t>(19 * kMiB));
+  CHECK(s.peak_in_use_bytes >= s.in_use_bytes);
   CHECK(s.peak_bytes >= s.in_use_bytes + s.cached_bytes);
+}
+
+TEST_CASE("cpu cache: freed neighbours merge into one run", "[core][memory]") {
+  CacheScope scope(256 * kMiB);
+  char* base = nullptr;
+  { base = static_cast<char*>(block(12 * kMiB).data_ptr()); }
+  auto x = block(4 * kMiB), y = block(4 * kMiB), z = block(4 * kMiB);
+  CHECK(y.data_ptr() == base + 4 * kMiB);
+  x.reset();
+  z.reset();
+  y.reset();  // joins the runs on both sides
+  const auto before = nordf::cpu_cache_stats();
+  CHECK(before.cached_bytes == static_cast<std::size_t>(12 * kMiB));
+  auto whole = block(12 * kMiB);
+  CHECK(whole.data_ptr() == base);
+  const auto after = nordf::cpu_cache_stats();
+  CHECK(after.hits == before.hits + 1);
+  CHECK(after.misses == before.misses);
+  CHECK(after.cached_bytes == 0);
+  whole.fill_(3.0f);
+  CHECK(whole.sum().item<double>() == 3.0 * 3 * kMiB);
 }
 
 TEST_CASE("cpu cache: the cap bounds what is kept, and release empties it", "[core][memory]") {
@@ -100,6 +125,17 @@ TEST_CASE("cpu cache: the cap bounds what is kept, and release empties it", "[co
   CHECK(s.max_cached_bytes == static_cast<std::size_t>(kMiB));
   CHECK(nordf::release_cpu_cache() == static_cast<std::size_t>(kMiB));
   CHECK(nordf::cpu_cache_stats().cached_bytes == 0);
+  // Only the part over the cap goes: 512 KiB and then 768 KiB freed into a 1 MiB cache leave
+  // 1 MiB cached, the older run cut short (or the two merged and cut, if they touch).
+  { auto whole = block(kMiB); }
+  auto x = block(kMiB / 2), y = block(kMiB / 2);  // both from the cached 1 MiB
+  x.reset();
+  const auto misses_before = nordf::cpu_cache_stats().misses;
+  { auto z = block(3 * kMiB / 4); }  // no free run holds it: new memory
+  s = nordf::cpu_cache_stats();
+  CHECK(s.misses == misses_before + 1);
+  CHECK(s.cached_bytes == static_cast<std::size_t>(kMiB));
+  CHECK(nordf::release_cpu_cache() == static_cast<std::size_t>(kMiB));
   // Small requests bypass the cache: they are glibc's to reuse.
   const auto misses = nordf::cpu_cache_stats().misses;
   { auto small = block(4096); }
