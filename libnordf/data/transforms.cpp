@@ -200,6 +200,12 @@ __attribute__((target("avx2"))) inline void split_pairs(__m256d lo, __m256d hi, 
   right = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
+// Four 64-bit loads at p + 4 × idx bytes (float pairs). The masked form with a zero source is
+// the same instruction as _mm256_i32gather_pd, whose undefined source GCC 12 warns about.
+__attribute__((target("avx2"))) inline __m256d gather_pairs(const double* p, __m128i idx) {
+  return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, idx, _mm256_castsi256_pd(_mm256_set1_epi64x(-1)), 4);
+}
+
 // lo ≤ v < hi, lane by lane.
 __attribute__((target("avx2"))) inline __m256i between(__m256i v, __m256i lo, __m256i hi) {
   return _mm256_andnot_si256(_mm256_cmpgt_epi32(lo, v), _mm256_cmpgt_epi32(hi, v));
@@ -309,10 +315,10 @@ __attribute__((target("avx2"))) int64_t rotate_row_avx2(const float* in, float* 
       for (int64_t ch = 0; ch < c; ++ch) {
         const auto* p = reinterpret_cast<const double*>(in + ch * plane);
         __m256 left_top, right_top, left_bottom, right_bottom;
-        split_pairs(_mm256_i32gather_pd(p, _mm256_castsi256_si128(first), 4),
-                    _mm256_i32gather_pd(p, _mm256_extracti128_si256(first, 1), 4), left_top, right_top);
-        split_pairs(_mm256_i32gather_pd(p, _mm256_castsi256_si128(below), 4),
-                    _mm256_i32gather_pd(p, _mm256_extracti128_si256(below, 1), 4), left_bottom, right_bottom);
+        split_pairs(gather_pairs(p, _mm256_castsi256_si128(first)),
+                    gather_pairs(p, _mm256_extracti128_si256(first, 1)), left_top, right_top);
+        split_pairs(gather_pairs(p, _mm256_castsi256_si128(below)),
+                    gather_pairs(p, _mm256_extracti128_si256(below, 1)), left_bottom, right_bottom);
         const __m256 v00 = mirror ? right_top : left_top, v01 = mirror ? left_top : right_top;
         const __m256 v10 = mirror ? right_bottom : left_bottom, v11 = mirror ? left_bottom : right_bottom;
         __m256 v = _mm256_mul_ps(w00, v00);

@@ -79,6 +79,15 @@ void set_palette() {
   for (int i = 0; i < kColours; ++i) plscol0(i + 1, rgb[i][0], rgb[i][1], rgb[i][2]);
 }
 
+// A series without a band.
+Series curve(std::string label, std::vector<double> x, std::vector<double> y) {
+  Series s;
+  s.label = std::move(label);
+  s.x = std::move(x);
+  s.y = std::move(y);
+  return s;
+}
+
 void check_series(const std::string& path, const std::vector<Series>& series, bool need_x) {
   if (series.empty()) throw std::invalid_argument("plot '" + path + "': no data");
   for (const auto& s : series) {
@@ -190,7 +199,7 @@ void histogram_plot(const std::string& path, const std::vector<Series>& series, 
   std::vector<Series> curves;
   double top = 0;
   for (const auto& s : series) {
-    Series c{s.label, {}, {}};
+    Series c = curve(s.label, {}, {});
     std::vector<double> counts(static_cast<size_t>(bins), 0.0);
     for (double v : s.y) counts[static_cast<size_t>(std::min(bins - 1, static_cast<int>((v - lo) / w)))] += 1;
     for (int b = 0; b < bins; ++b) {  // step outline of the density
@@ -384,18 +393,18 @@ std::vector<std::string> plot_history(const std::vector<EpochRecord>& history, c
     return v;
   };
   std::vector<Series> loss = {
-      {"train total", epochs, field([](const EpochRecord& r) { return r.train.total; })},
-      {"val total", epochs, field([](const EpochRecord& r) { return r.val.total; })},
-      {"train sim", epochs, field([](const EpochRecord& r) { return r.train.sim; })},
-      {"train cls", epochs, field([](const EpochRecord& r) { return r.train.cls; })},
-      {"train rec", epochs, field([](const EpochRecord& r) { return r.train.rec; })}};
+      curve("train total", epochs, field([](const EpochRecord& r) { return r.train.total; })),
+      curve("val total", epochs, field([](const EpochRecord& r) { return r.val.total; })),
+      curve("train sim", epochs, field([](const EpochRecord& r) { return r.train.sim; })),
+      curve("train cls", epochs, field([](const EpochRecord& r) { return r.train.cls; })),
+      curve("train rec", epochs, field([](const EpochRecord& r) { return r.train.rec; }))};
   std::vector<Series> acc = {
-      {"train cls acc", epochs, field([](const EpochRecord& r) { return r.train.cls_accuracy; })},
-      {"val cls acc", epochs, field([](const EpochRecord& r) { return r.val.cls_accuracy; })},
-      {"GRL weight", epochs, field([](const EpochRecord& r) { return r.grl_weight; })}};
+      curve("train cls acc", epochs, field([](const EpochRecord& r) { return r.train.cls_accuracy; })),
+      curve("val cls acc", epochs, field([](const EpochRecord& r) { return r.val.cls_accuracy; })),
+      curve("GRL weight", epochs, field([](const EpochRecord& r) { return r.grl_weight; }))};
   if (std::isfinite(history.front().train.sim_accuracy)) {
-    acc.push_back({"train sim acc", epochs, field([](const EpochRecord& r) { return r.train.sim_accuracy; })});
-    acc.push_back({"val sim acc", epochs, field([](const EpochRecord& r) { return r.val.sim_accuracy; })});
+    acc.push_back(curve("train sim acc", epochs, field([](const EpochRecord& r) { return r.train.sim_accuracy; })));
+    acc.push_back(curve("val sim acc", epochs, field([](const EpochRecord& r) { return r.val.sim_accuracy; })));
   }
   std::vector<std::string> files;
   for (const char* ext : {".png", ".svg"}) {
@@ -435,7 +444,7 @@ std::vector<std::string> plot_ood(const ood::Report& report, const std::vector<s
       s.label = m;
       curves.push_back(std::move(s));
     }
-    curves.push_back({"chance", {0.0, 1.0}, {0.0, 1.0}});
+    curves.push_back(curve("chance", {0.0, 1.0}, {0.0, 1.0}));
     for (const char* ext : {".png", ".svg"}) {
       PlotOptions o;
       o.title = "ROC, ID test vs " + set + " (OOD positive)";
@@ -448,8 +457,8 @@ std::vector<std::string> plot_ood(const ood::Report& report, const std::vector<s
     }
   }
   for (const auto& m : methods) {
-    std::vector<Series> dists{{"ID test", {}, report.scores.at(m).at("id_test")}};
-    for (const auto& set : report.ood_sets) dists.push_back({set, {}, report.scores.at(m).at(set)});
+    std::vector<Series> dists{curve("ID test", {}, report.scores.at(m).at("id_test"))};
+    for (const auto& set : report.ood_sets) dists.push_back(curve(set, {}, report.scores.at(m).at(set)));
     PlotOptions o;
     o.title = "Score distributions: " + m + " (higher = ID)";
     o.xlabel = m + " score";

@@ -903,7 +903,8 @@ LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torc
     }
     torch::Tensor src = it->second;
     auto& dst = kv.second;
-    const bool pos_embed = kv.first == "pos_embed" || kv.first.size() > 10 && kv.first.compare(kv.first.size() - 10, 10, ".pos_embed") == 0;
+    const bool pos_embed = kv.first == "pos_embed" ||
+                           (kv.first.size() > 10 && kv.first.compare(kv.first.size() - 10, 10, ".pos_embed") == 0);
     if (pos_embed && src.sizes() != dst.sizes() && src.dim() == 3 && dst.dim() == 3 && src.size(2) == dst.size(2)) {
       // A ViT checkpoint for another input side: resample its grid to the model's, as timm does.
       const auto g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(dst.size(1) - 1))));
