@@ -196,6 +196,9 @@ class Proto(nn.Module):
         h = self.mlp(l.flatten(1))
         return u, l, h, self.fc(h)
 
+    def logits(self, x):  # the classification path alone (ODIN)
+        return self.fc(self.mlp(self.lower(self.backbone(x)).flatten(1)))
+
     def forward(self, x, grl=0.01):
         u, l, h, logits = self.encode(x, grl)
         return u, h, logits, self.decoder(torch.cat([u, l], 1))
@@ -364,11 +367,11 @@ def measure_eval():
         res = []
         for i in range(0, len(x), a.eval_batch_size):
             xi = x[i:i + a.eval_batch_size].clone().requires_grad_(True)
-            logits = model.encode(xi)[3] / T
-            F.cross_entropy(logits, logits.argmax(1)).backward()
-            xp = (xi - eps * xi.grad.sign() / std).detach()
+            logits = model.logits(xi) / T
+            g, = torch.autograd.grad(F.cross_entropy(logits, logits.argmax(1)), xi)
+            xp = (xi - eps * g.sign() / std).detach()
             with torch.no_grad():
-                res.append(F.softmax(model.encode(xp)[3].double() / T, 1).max(1).values)
+                res.append(F.softmax(model.logits(xp).double() / T, 1).max(1).values)
         return torch.cat(res)
 
     def run():

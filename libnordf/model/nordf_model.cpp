@@ -78,6 +78,11 @@ ImageOutput NordFImpl::encode(const torch::Tensor& images, bool with_reconstruct
   return out;
 }
 
+torch::Tensor NordFImpl::logits(const torch::Tensor& images) {
+  check_images(images, "images");
+  return classifier->forward(adapter->forward(backbone->forward(images))).logits;
+}
+
 PairOutput NordFImpl::forward(const torch::Tensor& x1, const torch::Tensor& x2, double grl_weight) {
   check_images(x1, "x1");
   check_images(x2, "x2");

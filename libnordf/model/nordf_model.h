@@ -80,6 +80,10 @@ class NordFImpl : public torch::nn::Module {
   /// decoder (if the model has one).
   ImageOutput encode(const torch::Tensor& images, bool with_reconstruction = false, double grl_weight = 1.0);
 
+  /// The classification logits alone (backbone → adapter → classification branch): the values of
+  /// `encode(images).logits`, without the similarity branch.
+  torch::Tensor logits(const torch::Tensor& images);
+
   /// Side of the reconstruction.
   int64_t recon_size() const { return recon_size_; }
   /// Side of the feature map: image_size / the backbone's reduction (32, or 16 for a ViT).

@@ -74,15 +74,16 @@ class Odin : public Score {
     auto& model = *access.model;
     torch::AutoGradMode grad(true);
     auto x = images.to(access.device).detach().requires_grad_(true);
-    auto logits = model->encode(x).logits / T_;
-    auto pred = logits.argmax(1);
-    auto loss = torch::nn::functional::cross_entropy(logits, pred);
-    loss.backward();
+    auto logits = model->logits(x) / T_;
+    auto loss = torch::nn::functional::cross_entropy(logits, logits.argmax(1));
+    // The gradient of the input alone: autograd skips the parameters' gradients (the weight
+    // gradients of every convolution) and leaves the model's .grad untouched.
+    auto gx = torch::autograd::grad({loss}, {x})[0];
     // As OpenOOD's ODIN postprocessor: the gradient sign is divided by the normalisation std.
     auto std = torch::tensor({0.229, 0.224, 0.225}, x.options()).view({1, 3, 1, 1});
-    auto perturbed = (x - eps_ * x.grad().sign() / std).detach();
+    auto perturbed = (x - eps_ * gx.sign() / std).detach();
     torch::NoGradGuard no_grad;
-    auto out = model->encode(perturbed).logits / T_;
+    auto out = model->logits(perturbed) / T_;
     return std::get<0>(torch::softmax(f64(out), 1).max(1));
   }
 

@@ -130,6 +130,18 @@ TEST_CASE("the shared fixture depends on its input in every output", "[model][fi
   CHECK(varies(pair.dissimilarity.unsqueeze(1)) > 1e-3);
 }
 
+TEST_CASE("NordF logits equal the encoded logits and differ between inputs", "[model]") {
+  torch::manual_seed(1);
+  nordf::NordF model(tiny_options());
+  model->eval();
+  torch::NoGradGuard g;
+  auto x = torch::rand({3, 3, 64, 64});
+  auto logits = model->logits(x);
+  CHECK(torch::equal(logits, model->encode(x).logits));
+  CHECK_FALSE(torch::allclose(logits[0], logits[1]));
+  REQUIRE_THROWS_WITH(model->logits(torch::rand({1, 3, 32, 32})), Catch::Contains("expected images of shape"));
+}
+
 TEST_CASE("without a decoder the model builds and reports no reconstruction", "[model]") {
   nordf::NordF model(tiny_options().use_reconstruction(false).use_similarity(false));
   CHECK_FALSE(model->has_reconstruction());

@@ -188,6 +188,29 @@ TEST_CASE("ODIN perturbs the input through the model", "[ood]") {
   CHECK_FALSE(torch::allclose(s, plain, 0, 1e-12));
 }
 
+TEST_CASE("ODIN differentiates the input only and leaves the parameters' gradients alone", "[ood]") {
+  auto model = tiny_model();
+  model->eval();
+  nordf::ood::ModelAccess access{&model, torch::kCPU};
+  auto images = torch::randn({3, 3, 32, 32});
+  nordf::ood::ScoreOptions o;
+  o.odin_temperature = 2;
+  o.odin_epsilon = 0.01;
+  auto s = nordf::ood::make_score("odin", o)->score_images(images, access);
+  for (const auto& p : model->named_parameters()) {
+    INFO(p.key());
+    CHECK_FALSE(p.value().grad().defined());
+  }
+  // The same perturbation computed here from the input gradient of the logits alone.
+  auto x = images.clone().requires_grad_(true);
+  auto logits = model->encode(x).logits / 2.0;
+  auto g = torch::autograd::grad({torch::nn::functional::cross_entropy(logits, logits.argmax(1))}, {x})[0];
+  auto std = torch::tensor({0.229, 0.224, 0.225}).view({1, 3, 1, 1});
+  torch::NoGradGuard no_grad;
+  auto expected = std::get<0>(torch::softmax(model->encode((x - 0.01 * g.sign() / std).detach()).logits.to(torch::kDouble) / 2.0, 1).max(1));
+  CHECK(torch::equal(s, expected));
+}
+
 TEST_CASE("every OOD score equals an independent Python implementation, per sample", "[ood][oracle]") {
   // Inputs from the shared fixture (its features depend on the images), exported with the fitted
   // scores' inputs and the network's weights; tests/ood/oracle_scores.py recomputes every score
