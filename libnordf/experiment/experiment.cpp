@@ -65,6 +65,33 @@ std::string describe_split(const OpenSetSplit& split) {
   return s;
 }
 
+/// A resumed run keeps the model and the ID classes its checkpoint was trained with: a changed
+/// setting would load weights into a network of another shape, or into classes they were not
+/// trained for. Regularisation settings (drop_path, dropout) and the weights file used at
+/// initialisation may change.
+void check_resumable(const json& c, const std::string& checkpoint) {
+  json saved;
+  try {
+    saved = json::parse(checkpoint_config(checkpoint));
+  } catch (const json::exception&) {
+    return;  // no readable configuration: the weights' shapes are still checked when they load
+  }
+  std::vector<std::string> fixed;
+  for (auto it = c.at("model").begin(); it != c.at("model").end(); ++it)
+    if (it.key() != "drop_path" && it.key() != "dropout" && it.key() != "backbone_weights") fixed.push_back("model/" + it.key());
+  fixed.insert(fixed.end(), {"data/dataset", "data/id_classes"});
+  for (const auto& key : fixed) {
+    const json::json_pointer ptr("/" + key);
+    if (!saved.contains(ptr) || saved.at(ptr) == c.at(ptr)) continue;
+    auto dotted = key;
+    dotted[dotted.find('/')] = '.';
+    throw std::invalid_argument(fmt::format(
+        "{} = {}: the checkpoint {} was trained with {} = {}; a resumed run keeps its model and ID classes "
+        "(start a new run to change them)",
+        dotted, c.at(ptr).dump(), checkpoint, dotted, saved.at(ptr).dump()));
+  }
+}
+
 }  // namespace
 
 void configure_threads(int64_t threads, int64_t processes) {
@@ -107,6 +134,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
                                 ") or choose another output directory");
   if ((mode == Mode::kResume || mode == Mode::kEvalOnly) && !has_checkpoint)
     throw std::runtime_error("'" + out + "' holds no checkpoint to resume (" + latest + " is missing)");
+  if (mode != Mode::kNew) check_resumable(c, latest);
 
   // Data parallel when launched as one of several ranks: the rendezvous comes first, before any
   // rank looks at or writes into OUT. Rank 0 does all the writing; the others only train.

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -181,10 +182,43 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path, torch::D
   return archive;
 }
 
+std::string shape_text(torch::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+/// Throws unless the archive holds exactly the module's parameters, buffers and submodules, with
+/// the module's shapes. (Module::load alone replaces each tensor by the archive's, whatever its
+/// shape, and ignores what the module lacks.)
+void check_fits(const torch::nn::Module& module, torch::serialize::InputArchive& archive, const std::string& prefix) {
+  std::set<std::string> names{"training"};
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) names.insert(p.key());
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) names.insert(b.key());
+  for (const auto& child : module.named_children()) names.insert(child.key());
+  for (const auto& key : archive.keys())
+    if (!names.count(key)) throw std::runtime_error("it has '" + prefix + key + "', which the model has not");
+  auto check = [&](const std::string& name, const torch::Tensor& expected, bool is_buffer) {
+    torch::Tensor t;
+    if (!archive.try_read(name, t, is_buffer)) throw std::runtime_error("it has no '" + prefix + name + "'");
+    if (t.sizes() != expected.sizes())
+      throw std::runtime_error("'" + prefix + name + "' is " + shape_text(t.sizes()) + " in the checkpoint and " +
+                               shape_text(expected.sizes()) + " in the model");
+  };
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) check(p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) check(b.key(), b.value(), true);
+  for (const auto& child : module.named_children()) {
+    torch::serialize::InputArchive sub;
+    if (!archive.try_read(child.key(), sub)) throw std::runtime_error("it has no '" + prefix + child.key() + "'");
+    check_fits(*child.value(), sub, prefix + child.key() + ".");
+  }
+}
+
 void load_model(NordF& model, torch::serialize::InputArchive& archive, const std::string& path) {
   torch::serialize::InputArchive model_archive;
   archive.read("model", model_archive);
   try {
+    check_fits(*model, model_archive, "");
     model->load(model_archive);
   } catch (const std::exception& e) {
     throw std::runtime_error("checkpoint '" + path + "' does not fit this model: " + std::string(e.what()).substr(0, 300));

@@ -85,6 +85,20 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
   CHECK(E::read_status(out).seconds > status.seconds);
   REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out + "-none"), E::Mode::kResume),
                       Catch::Contains("holds no checkpoint"));
+
+  // A resume keeps the model and the ID classes of its checkpoint; it fails before reading data,
+  // naming the setting, and leaves the run's files as they were.
+  const auto config_before = nordf::read_file(out + "/config.json");
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"model", {{"decoder_width", 8}}}}), E::Mode::kResume),
+                      Catch::StartsWith("model.decoder_width = 8: the checkpoint ") && Catch::Contains("decoder_width = 16"));
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"data", {{"id_classes", {5, 6, 7, 8, 9}}}}}), E::Mode::kEvalOnly),
+                      Catch::Contains("data.id_classes = [5,6,7,8,9]"));
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"model", {{"no_similarity", true}}}}), E::Mode::kResume),
+                      Catch::Contains("model.no_similarity = true"));
+  CHECK(nordf::read_file(out + "/config.json") == config_before);
+  CHECK(E::read_status(out).state == "finished");
+  // Regularisation may change.
+  CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(out, {{"model", {{"dropout", 0.3}}}}), E::Mode::kEvalOnly));
 }
 
 TEST_CASE("the no-similarity ablation evaluates, skipping the scores that need the branch", "[experiment]") {

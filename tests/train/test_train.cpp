@@ -140,6 +140,26 @@ TEST_CASE("training writes history, config and atomic checkpoints of every modul
 
   REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(other, out + "/history.json"), Catch::Contains("history.json"));
   REQUIRE_THROWS_WITH(nordf::checkpoint_config(out + "/nope.pt"), Catch::Contains("does not exist"));
+
+  // A model of another shape does not load it: the tensor that differs, a tensor the model lacks
+  // and one the checkpoint lacks are each named, and the model keeps its own weights.
+  const auto latest = out + "/checkpoints/latest.pt";
+  auto opts = [] { return nordf_test::fixture_options().classifier_hidden({16}); };
+  auto wider = nordf_test::fixture_model(3, 11, opts().decoder_width(8));
+  const auto before = wider->named_parameters()["decoder.out_conv.weight"].clone();
+  REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(wider, latest),
+                      Catch::Contains("does not fit this model") && Catch::Contains("' is [") &&
+                          Catch::Contains("in the checkpoint and [") && Catch::Contains("in the model"));
+  CHECK(torch::equal(wider->named_parameters()["decoder.out_conv.weight"], before));
+  auto more_classes = nordf_test::fixture_model(4, 11, opts());
+  REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(more_classes, latest), Catch::Contains("'classifier.fc.weight' is [3, 16]"));
+  auto no_sim = nordf_test::fixture_model(3, 11, opts().use_similarity(false));
+  REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(no_sim, latest),
+                      Catch::Contains("it has 'similarity', which the model has not"));
+  auto no_recon = nordf_test::fixture_model(3, 11, opts().use_reconstruction(false));
+  REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(no_recon, latest), Catch::Contains("it has 'decoder'"));
+  auto deeper = nordf_test::fixture_model(3, 11, opts().decoder_blocks(2));
+  REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(deeper, latest), Catch::Contains("it has no 'decoder."));
 }
 
 TEST_CASE("2 epochs equal 1 epoch plus a resumed epoch", "[train]") {
