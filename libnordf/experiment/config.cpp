@@ -220,6 +220,7 @@ class Checker {
       const auto s = e.get<std::string>();
       if (std::find(allowed.begin(), allowed.end(), s) == allowed.end())
         fail(path, "'" + s + "' is not one of " + join_names(allowed));
+      if (std::find(out.begin(), out.end(), s) != out.end()) fail(path, "'" + s + "' is listed twice");
       out.push_back(s);
     }
     return out;

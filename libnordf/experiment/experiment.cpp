@@ -9,6 +9,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -90,6 +91,31 @@ void check_resumable(const json& c, const std::string& checkpoint) {
         "(start a new run to change them)",
         dotted, c.at(ptr).dump(), checkpoint, dotted, saved.at(ptr).dump()));
   }
+}
+
+/// What the evaluation after training needs from the split and the model, checked before training
+/// so that a run cannot train for hours and then fail.
+void check_evaluable(const json& c, const OpenSetSplit& split, NordF& model) {
+  if (split.ood.empty())
+    throw std::invalid_argument("data: the split of " + split.name +
+                                " has no OOD set to evaluate on: leave some classes out of data.id_classes "
+                                "(--id-classes) or give data.ood_root (--ood-root)");
+  auto methods = c.at("ood").at("methods").get<std::vector<std::string>>();
+  if (methods.empty()) methods = ood::score_names();
+  // KNN and ViM read the classification branch; untrained (lambda_cls = 0), they are skipped.
+  const bool classifier = c.at("train").at("lambda_cls").get<double>() > 0;
+  auto uses = [&](const char* m) {
+    return classifier && std::find(methods.begin(), methods.end(), m) != methods.end();
+  };
+  const int64_t train = split.train->size(), k = c.at("ood").at("knn_k").get<int64_t>();
+  if (uses("knn") && k > train)
+    throw std::invalid_argument(fmt::format(
+        "ood.knn_k = {}: KNN takes the k nearest of the ID training images, and the training split has {}", k, train));
+  const int64_t d = model->classifier->fc_layer()->weight.size(1), v = c.at("ood").at("vim_dim").get<int64_t>();
+  if (uses("vim") && v >= d)
+    throw std::invalid_argument(fmt::format(
+        "ood.vim_dim = {}: ViM's principal space must be smaller than the {}-dimensional embedding (at most {}; 0 = {})",
+        v, d, d - 1, d / 2));
 }
 
 }  // namespace
@@ -176,6 +202,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
         if (!why.empty()) throw std::invalid_argument("saliency.methods: " + why);
       }
     }
+    check_evaluable(c, split, model);
     auto recon = make_recon_loss(result.config, log);
     int64_t params = 0;
     for (auto& p : model->parameters()) params += p.numel();

@@ -1,4 +1,5 @@
 #include <libnordf/core/io.h>
+#include <libnordf/data/image.h>
 #include <libnordf/experiment/experiment.h>
 
 #include <catch2/catch.hpp>
@@ -52,6 +53,10 @@ TEST_CASE("validation names the setting and the reason", "[experiment]") {
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"train": {"lambda_sim": 0, "lambda_cls": 0, "lambda_rec": 0}})")),
                       Catch::Contains("no loss term is left to train"));
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"id_classes": [1, 1]}})")), Catch::Contains("listed twice"));
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"ood": {"methods": ["msp", "energy", "msp"]}})")),
+                      "config: ood.methods: 'msp' is listed twice");
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"methods": ["gradcam", "gradcam"]}})")),
+                      "config: saliency.methods: 'gradcam' is listed twice");
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"fractions": [0.5, 0.5]}})")),
                       Catch::Contains("3 fractions"));
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"cam_layer": "middle"}})")),
@@ -138,6 +143,34 @@ TEST_CASE("a failure is recorded in run.json and the error is rethrown", "[exper
   const auto status = E::read_status(out);
   CHECK(status.state == "failed");
   CHECK_THAT(status.error, Catch::Contains("/nonexistent/w.pt"));
+}
+
+TEST_CASE("settings the evaluation cannot use fail before training, naming the setting", "[experiment]") {
+  auto fails_untrained = [](const std::string& out, const json& patch, const std::string& message) {
+    REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, patch), E::Mode::kNew), Catch::Contains(message));
+    CHECK(E::read_status(out).state == "failed");
+    CHECK_FALSE(fs::exists(out + "/checkpoints"));
+  };
+  // 5 classes × 8 training images.
+  fails_untrained(nordf_test::work_dir("experiment_knn_k"), {{"ood", {{"knn_k", 41}}}},
+                  "ood.knn_k = 41: KNN takes the k nearest of the ID training images, and the training split has 40");
+  fails_untrained(nordf_test::work_dir("experiment_vim_dim"), {{"ood", {{"methods", {"vim"}}, {"vim_dim", 128}}}},
+                  "ood.vim_dim = 128: ViM's principal space must be smaller than the 128-dimensional embedding");
+  // Every class of an image folder as ID and no OOD folder: nothing to evaluate on.
+  const auto root = nordf_test::work_dir("experiment_folder_data");
+  for (const char* cls : {"a", "b", "c"}) {
+    fs::create_directories(root + "/" + cls);
+    for (int i = 0; i < 12; ++i)
+      nordf::save_png(root + "/" + cls + "/" + std::to_string(i) + ".png", torch::rand({3, 8, 8}));
+  }
+  fails_untrained(nordf_test::work_dir("experiment_no_ood"),
+                  {{"data", {{"dataset", "image-folder"}, {"root", root}, {"far_ood_root", ""}}}},
+                  "has no OOD set to evaluate on");
+  // A KNN that is skipped (untrained classifier) is not checked.
+  CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(nordf_test::work_dir("experiment_knn_skipped"),
+                                                   json::parse(R"({"model": {"no_similarity": true},
+                                                      "train": {"lambda_cls": 0}, "ood": {"knn_k": 1000}})")),
+                       E::Mode::kNew));
 }
 
 TEST_CASE("Fashion-MNIST ID classes are selectable by index or name", "[experiment][data]") {
