@@ -134,20 +134,19 @@ bool all_digits(const std::string& s) {
   return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
-/// Resolves class selectors against `count` classes: all digits = an index (`base`-based),
-/// anything else a name through `by_name` (−1 when unknown). Throws `std::invalid_argument`
-/// naming the selector, with examples of valid ones.
+/// Resolves class selectors against `count` classes: a class's name (through `by_name`, −1 when
+/// unknown) first, so that class folders named 1, 2, 10 are chosen by name; otherwise all digits
+/// = an index (`base`-based). Throws `std::invalid_argument` naming the selector, with examples
+/// of valid ones.
 std::vector<int64_t> resolve_classes(const std::vector<std::string>& selectors, int64_t count, int64_t base,
                                      const std::function<int64_t(const std::string&)>& by_name,
                                      const std::string& layout, const std::string& example_names) {
   std::vector<int64_t> out;
   for (const auto& sel : selectors) {
-    int64_t c = -1;
-    if (all_digits(sel)) {
+    int64_t c = by_name(sel);
+    if (c < 0 && all_digits(sel)) {
       const int64_t i = std::stoll(sel) - base;
       if (i >= 0 && i < count) c = i;
-    } else {
-      c = by_name(sel);
     }
     if (c < 0)
       throw std::invalid_argument(layout + ": unknown class '" + sel + "'; use an index " + std::to_string(base) + ".." +
@@ -447,10 +446,17 @@ std::shared_ptr<ImageDataset> folder_dataset(const std::string& root, std::vecto
   std::sort(classes.begin(), classes.end());
   std::vector<std::string> paths;
   std::vector<int64_t> labels;
-  if (classes.empty()) {
-    if (require_classes) throw std::runtime_error("image folder '" + root + "' has no class subfolders");
+  if (classes.empty() && require_classes) throw std::runtime_error("image folder '" + root + "' has no class subfolders");
+  if (!require_classes) {
+    // An OOD set: the images at its top level (label 0) and in its subfolders (labelled by
+    // subfolder index, as an ImageFolder); subfolders without images are ignored.
     paths = list_images(root);
     labels.assign(paths.size(), 0);
+    for (size_t c = 0; c < classes.size(); ++c)
+      for (auto& f : list_images(fs::path(root) / classes[c])) {
+        paths.push_back(f);
+        labels.push_back(static_cast<int64_t>(c));
+      }
   } else {
     for (size_t c = 0; c < classes.size(); ++c) {
       auto files = list_images(fs::path(root) / classes[c]);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 namespace nordf::ood {
@@ -166,7 +167,17 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   };
   std::vector<Scored> sets;
   std::vector<std::pair<std::string, std::shared_ptr<ImageDataset>>> eval_sets{{"id_test", split.test}};
-  for (const auto& o : split.ood) eval_sets.emplace_back(o.name, o.data);
+  // Set names key metrics.json, scores.csv and the table: two OOD folders of the same name, or one
+  // named like a key of its own (id_test, near_mean, far_mean), get a suffix instead of
+  // overwriting each other's results.
+  std::set<std::string> taken{"id_test", "near_mean", "far_mean"};
+  for (const auto& o : split.ood) {
+    const std::string base = o.name.empty() ? "ood" : o.name;
+    std::string name = base;
+    for (int k = 2; taken.count(name); ++k) name = base + "-" + std::to_string(k);
+    taken.insert(name);
+    eval_sets.emplace_back(name, o.data);
+  }
   for (size_t s = 0; s < eval_sets.size(); ++s) {
     ImageLoader loader(eval_sets[s].second, lo);
     Inputs in = extract_inputs(model, loader, options.device, agnostic, recon);

@@ -170,6 +170,27 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
   fs::remove(dir + "/id/empty_class");
   REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/missing", "", {}, o), Catch::Contains("does not exist"));
 
+  // Folders named like numbers are chosen by name; a number that names no folder is an index.
+  const auto num = nordf_test::work_dir("folder_numeric");
+  for (const char* c : {"1", "2", "10", "11"})
+    for (int i = 0; i < 4; ++i) write_png(num + "/" + c + "/" + std::to_string(i) + ".png", 0.5f);
+  o.id_classes = {"1", "2"};
+  CHECK(nordf::image_folder_split(num, "", {}, o).class_names == std::vector<std::string>{"1", "2"});
+  o.id_classes = {"10", "3"};  // folder 10, and index 3 of 1, 10, 11, 2
+  CHECK(nordf::image_folder_split(num, "", {}, o).class_names == std::vector<std::string>{"10", "2"});
+  o.id_classes.clear();
+
+  // An OOD folder's images at its top level and in its subfolders all count; an empty subfolder
+  // is ignored. Its name is the folder's, with or without a trailing slash.
+  write_png(dir + "/mixed/top0.png", 0.2f);
+  write_png(dir + "/mixed/top1.png", 0.2f);
+  write_png(dir + "/mixed/sub/s0.png", 0.3f);
+  fs::create_directories(dir + "/mixed/.empty");
+  auto mixed = nordf::image_folder_split(dir + "/id", dir + "/mixed/", {}, o);
+  REQUIRE(mixed.ood.size() == 1);
+  CHECK(mixed.ood[0].name == "mixed");
+  CHECK(mixed.ood[0].data->size() == 3);
+
   // A corrupt file fails when read, naming it; with skip_corrupt it is dropped and counted.
   nordf::write_file_atomic(dir + "/id/class0/bad.png", std::string("garbage"));
   o.skip_corrupt = true;

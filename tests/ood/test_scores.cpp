@@ -167,6 +167,20 @@ TEST_CASE("evaluator scores every method on every set and writes its files", "[o
 
   o.methods = {"energy", "nope"};
   REQUIRE_THROWS_WITH(nordf::ood::evaluate(model, split, o), Catch::Contains("unknown OOD score 'nope'"));
+
+  // Sets of one name, or named like a key of the results, keep their own results.
+  split.ood = {{"set", true, make(10, 2, 3, 4)}, {"set", false, make(8, 1, 9, 5)}, {"near_mean", true, make(6, 2, 3, 6)}};
+  o.methods = {"msp"};
+  auto clash = nordf::ood::evaluate(model, split, o);
+  CHECK(clash.ood_sets == std::vector<std::string>{"set", "set-2", "near_mean-2"});
+  const auto& msp = clash.methods.at(0);
+  CHECK(msp.splits.at("set").num_ood == 10);
+  CHECK(msp.splits.at("set-2").num_ood == 8);
+  CHECK(msp.splits.at("near_mean-2").num_ood == 6);
+  CHECK(msp.near_mean.auroc == Approx((msp.splits.at("set").auroc + msp.splits.at("near_mean-2").auroc) / 2));
+  auto cj = nlohmann::json::parse(nordf::read_file(out + "/ood/metrics.json"));
+  CHECK(cj["methods"]["msp"]["set-2"]["num_ood"] == 8);
+  CHECK(cj["methods"]["msp"]["near_mean"]["num_ood"] == 16);
 }
 
 TEST_CASE("ODIN perturbs the input through the model", "[ood]") {
