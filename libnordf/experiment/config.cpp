@@ -465,7 +465,11 @@ std::shared_ptr<ReconstructionLoss> make_recon_loss(const std::string& config, c
       auto report = load_weights(*net, weights);
       if (log) log("perceptual weights " + weights + ": " + report.summary());
     }
-    return std::make_shared<PerceptualLoss>(net, spec.perceptual);
+    try {
+      return std::make_shared<PerceptualLoss>(net, spec.perceptual);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("train.perceptual_layers: " + std::string(e.what()));
+    }
   }
   return nordf::make_recon_loss(name, spec);
 }

@@ -204,6 +204,20 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     }
     check_evaluable(c, split, model);
     auto recon = make_recon_loss(result.config, log);
+    if (model->has_reconstruction()) {  // the loss takes reconstructions of this size (a perceptual network may not)
+      const int64_t r = model->recon_size();
+      try {
+        torch::NoGradGuard no_grad;
+        recon->forward(torch::zeros({1, 3, r, r}), torch::zeros({1, 3, r, r}));
+      } catch (const std::exception& e) {
+        std::string why = e.what();
+        why = why.substr(0, why.find('\n'));
+        const auto loss = c.at("train").at("recon_loss").get<std::string>();
+        throw std::invalid_argument(fmt::format("train.recon_loss {}{} cannot take {}-px reconstructions (model.recon_size): {}",
+                                                loss, loss == "perceptual" ? " (" + c.at("train").at("perceptual_network").get<std::string>() + ")" : "",
+                                                r, why));
+      }
+    }
     int64_t params = 0;
     for (auto& p : model->parameters()) params += p.numel();
     log(fmt::format("model: {} backbone, {} px, branch width {}, {} parameters, output {}",

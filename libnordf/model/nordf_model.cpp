@@ -32,6 +32,15 @@ void NordFImpl::build() {
     throw std::invalid_argument("NordF: channels must be positive, got " + std::to_string(options.channels()));
   recon_size_ = options.recon_size() > 0 ? options.recon_size() : s / 2;
   const int64_t f = feature_size();
+  if (options.use_reconstruction()) {
+    int64_t ratio = recon_size_ % f == 0 ? recon_size_ / f : 0;
+    if (ratio < 2 || (ratio & (ratio - 1)) != 0)
+      throw std::invalid_argument("NordF: recon_size " + std::to_string(recon_size_) +
+                                  " must be the feature side times a power of two ≥ 2; the feature side is image_size " +
+                                  std::to_string(s) + " / " + std::to_string(r) + " = " + std::to_string(f) +
+                                  ", so recon_size may be " + std::to_string(2 * f) + ", " + std::to_string(4 * f) +
+                                  ", " + std::to_string(8 * f) + ", … (0 = image_size / 2 = " + std::to_string(s / 2) + ")");
+  }
   const int64_t c = options.channels();
 
   register_module("backbone", backbone);

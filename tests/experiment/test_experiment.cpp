@@ -166,6 +166,16 @@ TEST_CASE("settings the evaluation cannot use fail before training, naming the s
   fails_untrained(nordf_test::work_dir("experiment_no_ood"),
                   {{"data", {{"dataset", "image-folder"}, {"root", root}, {"far_ood_root", ""}}}},
                   "has no OOD set to evaluate on");
+  // A reconstruction loss that cannot take the model's reconstructions (16 px, under a perceptual
+  // network's 32), and perceptual layers the network lacks.
+  fails_untrained(nordf_test::work_dir("experiment_perceptual_size"),
+                  json::parse(R"({"train": {"recon_loss": "perceptual", "perceptual_network": "convnextv2_atto",
+                                            "perceptual_layers": [1]}})"),
+                  "train.recon_loss perceptual (convnextv2_atto) cannot take 16-px reconstructions (model.recon_size): ");
+  fails_untrained(nordf_test::work_dir("experiment_perceptual_layers"),
+                  json::parse(R"({"train": {"recon_loss": "perceptual", "perceptual_network": "convnextv2_atto",
+                                            "perceptual_layers": [99]}})"),
+                  "train.perceptual_layers: PerceptualLoss: layer 99 does not exist in convnextv2_atto");
   // A KNN that is skipped (untrained classifier) is not checked.
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(nordf_test::work_dir("experiment_knn_skipped"),
                                                    json::parse(R"({"model": {"no_similarity": true},

@@ -188,4 +188,11 @@ TEST_CASE("NordF checks its inputs", "[model]") {
                       Catch::Contains("differ in batch size"));
   REQUIRE_THROWS_AS(nordf::NordF(tiny_options().image_size(50)), std::invalid_argument);
   REQUIRE_THROWS_WITH(nordf::NordF(tiny_options().backbone("resnet")), Catch::Contains("unknown backbone 'resnet'"));
+  // 224 px: a 7×7 feature map, which a 16-px reconstruction does not extend.
+  REQUIRE_THROWS_WITH(nordf::NordF(tiny_options().image_size(224).recon_size(16)),
+                      "NordF: recon_size 16 must be the feature side times a power of two ≥ 2; the feature side is "
+                      "image_size 224 / 32 = 7, so recon_size may be 14, 28, 56, … (0 = image_size / 2 = 112)");
+  REQUIRE_THROWS_AS(nordf::NordF(tiny_options().recon_size(2)), std::invalid_argument);  // ratio 1
+  CHECK_NOTHROW(nordf::NordF(tiny_options().image_size(96).recon_size(0)));
+  CHECK_NOTHROW(nordf::NordF(tiny_options().image_size(224).recon_size(16).use_reconstruction(false)));
 }
