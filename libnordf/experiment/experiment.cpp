@@ -95,7 +95,26 @@ void check_resumable(const json& c, const std::string& checkpoint) {
 
 /// What the evaluation after training needs from the split and the model, checked before training
 /// so that a run cannot train for hours and then fail.
-void check_evaluable(const json& c, const OpenSetSplit& split, NordF& model) {
+void check_evaluable(const json& c, const OpenSetSplit& split, NordF& model, const LogFn& log) {
+  // Every ID class is trained on; a class missing from validation or test is only noted.
+  const std::pair<const char*, std::shared_ptr<ImageDataset>> parts[] = {
+      {"training", split.train}, {"validation", split.val}, {"test", split.test}};
+  for (const auto& [what, data] : parts) {
+    if (data->size() == 0)
+      throw std::invalid_argument(fmt::format(
+          "data: the {} split of {} is empty: data.fractions and the per-class caps leave it no image of the {} ID "
+          "classes",
+          what, split.name, split.num_classes()));
+    std::vector<int64_t> count(static_cast<size_t>(split.num_classes()), 0);
+    for (auto label : data->labels())
+      if (label >= 0 && label < split.num_classes()) ++count[static_cast<size_t>(label)];
+    for (size_t k = 0; k < count.size(); ++k) {
+      if (count[k] > 0) continue;
+      const auto message = fmt::format("ID class '{}' has no image in the {} split", split.class_names[k], what);
+      if (std::string(what) == "training") throw std::invalid_argument("data: " + message + "; give it more images");
+      log("note: " + message);
+    }
+  }
   if (split.ood.empty())
     throw std::invalid_argument("data: the split of " + split.name +
                                 " has no OOD set to evaluate on: leave some classes out of data.id_classes "
@@ -202,7 +221,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
         if (!why.empty()) throw std::invalid_argument("saliency.methods: " + why);
       }
     }
-    check_evaluable(c, split, model);
+    check_evaluable(c, split, model, log);
     auto recon = make_recon_loss(result.config, log);
     if (model->has_reconstruction()) {  // the loss takes reconstructions of this size (a perceptual network may not)
       const int64_t r = model->recon_size();

@@ -166,6 +166,15 @@ TEST_CASE("settings the evaluation cannot use fail before training, naming the s
   fails_untrained(nordf_test::work_dir("experiment_no_ood"),
                   {{"data", {{"dataset", "image-folder"}, {"root", root}, {"far_ood_root", ""}}}},
                   "has no OOD set to evaluate on");
+  // Two images per class: nothing is left for validation.
+  const auto small = nordf_test::work_dir("experiment_folder_small");
+  for (const char* cls : {"a", "b", "c"}) {
+    fs::create_directories(small + "/" + cls);
+    for (int i = 0; i < 2; ++i) nordf::save_png(small + "/" + cls + "/" + std::to_string(i) + ".png", torch::rand({3, 8, 8}));
+  }
+  fails_untrained(nordf_test::work_dir("experiment_empty_val"),
+                  {{"data", {{"dataset", "image-folder"}, {"root", small}, {"id_classes", {"a", "b"}}, {"far_ood_root", ""}}}},
+                  "data: the validation split of image-folder is empty");
   // A reconstruction loss that cannot take the model's reconstructions (16 px, under a perceptual
   // network's 32), and perceptual layers the network lacks.
   fails_untrained(nordf_test::work_dir("experiment_perceptual_size"),
