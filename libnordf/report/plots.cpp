@@ -167,7 +167,12 @@ void line_plot(const std::string& path, const std::vector<Series>& series, const
   pllab(o.xlabel.c_str(), o.ylabel.c_str(), o.title.c_str());
   for (size_t i = 0; i < series.size(); ++i) {
     const auto& sr = series[i];
-    if (!sr.lo.empty() && sr.lo.size() == sr.x.size() && sr.hi.size() == sr.x.size()) {
+    if (!sr.lo.empty() && sr.lo.size() == sr.x.size() && sr.hi.size() == sr.x.size() && sr.x.size() == 1) {
+      // One point has no band to shade (a polygon needs 3 points): an error bar from lo to hi.
+      plcol0(static_cast<PLINT>(1 + i % kColours));
+      plwidth(1.5);
+      pljoin(sr.x[0], sr.lo[0], sr.x[0], sr.hi[0]);
+    } else if (!sr.lo.empty() && sr.lo.size() == sr.x.size() && sr.hi.size() == sr.x.size()) {
       // The band: the polygon hi(x) forward, lo(x) back, in the curve's colour at 20 % opacity.
       std::vector<PLFLT> px(sr.x.begin(), sr.x.end()), py(sr.hi.begin(), sr.hi.end());
       px.insert(px.end(), sr.x.rbegin(), sr.x.rend());

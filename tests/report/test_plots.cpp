@@ -1,8 +1,13 @@
+#include <libnordf/core/io.h>
 #include <libnordf/data/image.h>
 #include <libnordf/report/plots.h>
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <filesystem>
 
 #include "test_util.h"
@@ -29,6 +34,30 @@ TEST_CASE("line and histogram plots render real PNG and SVG files", "[report]") 
   nordf::report::Series bad{"bad", {1, 2}, {0.0, std::nan("")}};
   REQUIRE_THROWS_WITH(nordf::report::line_plot(dir + "/bad.png", {bad}, o), Catch::Contains("'bad' has a non-finite value"));
   REQUIRE_THROWS_AS(nordf::report::line_plot(dir + "/empty.png", {}, o), std::invalid_argument);
+}
+
+TEST_CASE("a one-point curve draws its band as an error bar, without PLplot errors", "[report]") {
+  const auto dir = nordf_test::work_dir("plots_one_point");
+  nordf::report::PlotOptions o;
+  o.width = 300;
+  o.height = 200;
+  nordf::report::Series plain{"one", {1}, {0.5}}, banded = plain;
+  banded.lo = {0.2};
+  banded.hi = {0.8};
+  nordf::report::line_plot(dir + "/plain.png", {plain, nordf::report::Series{"two", {1, 2}, {0.0, 1.0}}}, o);
+  // PLplot reports on stderr and carries on: capture file descriptor 2 around the call.
+  std::fflush(stderr);
+  const int saved = dup(2);
+  const auto log = dir + "/stderr.txt";
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  dup2(fd, 2);
+  nordf::report::line_plot(dir + "/banded.png", {banded, nordf::report::Series{"two", {1, 2}, {0.0, 1.0}}}, o);
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(fd);
+  close(saved);
+  CHECK(nordf::read_file(log).empty());
+  CHECK_FALSE(torch::equal(nordf::load_image(dir + "/plain.png"), nordf::load_image(dir + "/banded.png")));
 }
 
 TEST_CASE("history plots cover every epoch record", "[report]") {
