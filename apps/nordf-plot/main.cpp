@@ -11,7 +11,6 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 namespace {
 
@@ -66,10 +65,7 @@ int plot_run(const std::string& dir, const std::string& plots) {
   std::string line;
   std::getline(in, line);
   while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::istringstream ls(line);
-    std::string x;
-    while (std::getline(ls, x, ',')) f.push_back(x);
+    const auto f = nordf::csv_fields(line);
     if (f.size() != 5) throw std::runtime_error("'" + scores_path + "': malformed line '" + line + "'");
     try {
       report.scores[f[0]][f[1]].push_back(std::stod(f[4]));

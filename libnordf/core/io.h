@@ -5,6 +5,7 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace nordf {
 
@@ -19,6 +20,13 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 
 /// Reads a whole file. Throws `std::runtime_error` naming the path if it cannot be read.
 std::string read_file(const std::string& path);
+
+/// One CSV field (RFC 4180): `text` as is, or in double quotes with inner quotes doubled when it
+/// holds a comma, a quote or a line break (set names come from folder names).
+std::string csv_field(const std::string& text);
+
+/// The fields of one CSV line written with `csv_field`.
+std::vector<std::string> csv_fields(const std::string& line);
 
 }  // namespace nordf
 

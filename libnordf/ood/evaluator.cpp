@@ -261,7 +261,7 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
       for (size_t m = 0; m < scores.size(); ++m)
         for (const auto& set : sets)
           for (size_t i = 0; i < set.per_method[m].size(); ++i)
-            out << names[m] << ',' << set.name << ',' << i << ',' << (set.is_ood ? 1 : 0) << ',' << set.per_method[m][i] << '\n';
+            out << names[m] << ',' << csv_field(set.name) << ',' << i << ',' << (set.is_ood ? 1 : 0) << ',' << set.per_method[m][i] << '\n';
     });
     if (!report.embedding.empty()) {
       const auto& e = report.embedding;
@@ -269,7 +269,7 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
         out << "set,label,cls_x,cls_y,sim_x,sim_y\n";
         out.precision(9);
         for (size_t i = 0; i < e.set.size(); ++i) {
-          out << e.set[i] << ',' << e.label[i] << ',' << e.cls_x[i] << ',' << e.cls_y[i] << ',';
+          out << csv_field(e.set[i]) << ',' << e.label[i] << ',' << e.cls_x[i] << ',' << e.cls_y[i] << ',';
           if (!e.sim_x.empty()) out << e.sim_x[i] << ',' << e.sim_y[i];
           else out << ',';
           out << '\n';

@@ -10,7 +10,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 namespace nordf::study {
 
@@ -78,14 +77,9 @@ std::map<std::string, std::vector<double>> read_scores(const std::string& path, 
   const std::string prefix = method + ",";
   while (std::getline(in, line)) {
     if (line.compare(0, prefix.size(), prefix) != 0) continue;
-    std::istringstream ls(line);
-    std::string m, set, index, is_ood, score;
-    std::getline(ls, m, ',');
-    std::getline(ls, set, ',');
-    std::getline(ls, index, ',');
-    std::getline(ls, is_ood, ',');
-    std::getline(ls, score, ',');
-    out[set].push_back(std::stod(score));
+    const auto f = csv_fields(line);  // method, set, index, is_ood, score
+    if (f.size() != 5) throw std::runtime_error("'" + path + "': malformed line '" + line + "'");
+    out[f[1]].push_back(std::stod(f[4]));
   }
   return out;
 }
@@ -112,10 +106,7 @@ std::vector<EmbeddingPoint> read_embedding(const std::string& path) {
   std::string line;
   std::getline(in, line);
   while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::istringstream ls(line);
-    std::string x;
-    while (std::getline(ls, x, ',')) f.push_back(x);
+    auto f = csv_fields(line);
     while (f.size() < 6) f.emplace_back();
     auto num = [](const std::string& t) { return t.empty() ? kNaN : std::stod(t); };
     out.push_back({f[0], std::stoll(f[1]), num(f[2]), num(f[3]), num(f[4]), num(f[5])});

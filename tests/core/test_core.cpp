@@ -19,6 +19,17 @@ TEST_CASE("registry makes, lists and rejects unknown names", "[core]") {
   REQUIRE_THROWS_AS(reg.add("", [](int x) { return x; }), std::invalid_argument);
 }
 
+TEST_CASE("CSV fields quote commas and quotes and read back", "[core]") {
+  CHECK(nordf::csv_field("plain-name") == "plain-name");
+  CHECK(nordf::csv_field("a,b") == "\"a,b\"");
+  CHECK(nordf::csv_field("say \"hi\"") == "\"say \"\"hi\"\"\"");
+  const std::vector<std::string> fields{"msp", "set, with comma", "3", "", "say \"hi\""};
+  std::string line;
+  for (const auto& f : fields) line += (line.empty() ? "" : ",") + nordf::csv_field(f);
+  CHECK(nordf::csv_fields(line) == fields);
+  CHECK(nordf::csv_fields("a,,b,") == std::vector<std::string>{"a", "", "b", ""});
+}
+
 TEST_CASE("write_file_atomic replaces whole files and leaves no temporaries", "[core]") {
   namespace fs = std::filesystem;
   const auto dir = nordf_test::work_dir("atomic");
