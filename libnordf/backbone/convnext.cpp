@@ -1,6 +1,11 @@
 #include <libnordf/backbone/convnext.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <stdexcept>
+#include <vector>
 
 namespace nordf {
 
@@ -24,6 +29,79 @@ GRNImpl::GRNImpl(int64_t channels) {
   beta = register_parameter("beta", torch::zeros({1, 1, 1, channels}));
 }
 
+namespace {
+
+/// out = (β + x) + γ·(x·n) over the rows [begin, end) of an N×H×W×C float tensor, hw rows per
+/// sample. LibTorch's addcmul rounds the last step as one fused multiply-add where its kernels
+/// use FMA (its AVX2 and AVX-512 builds) and as a product then a sum elsewhere: one loop each.
+/// (This file is compiled without contracting a·b + c, so each loop rounds exactly as written.)
+struct GrnArgs {
+  const float *x, *n, *gamma, *beta;
+  float* out;
+  int64_t c, hw;
+};
+
+void grn_rows_plain(const GrnArgs& a, int64_t begin, int64_t end) {
+  for (int64_t row = begin; row < end; ++row) {
+    const float* x = a.x + row * a.c;
+    const float* n = a.n + (row / a.hw) * a.c;
+    float* o = a.out + row * a.c;
+    for (int64_t k = 0; k < a.c; ++k) {
+      const float scaled = x[k] * n[k];
+      const float shifted = a.beta[k] + x[k];
+      const float product = a.gamma[k] * scaled;
+      o[k] = shifted + product;
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NORDF_GRN_FMA 1
+__attribute__((target("avx2,fma"))) void grn_rows_fma(const GrnArgs& a, int64_t begin, int64_t end) {
+  for (int64_t row = begin; row < end; ++row) {
+    const float* x = a.x + row * a.c;
+    const float* n = a.n + (row / a.hw) * a.c;
+    float* o = a.out + row * a.c;
+    for (int64_t k = 0; k < a.c; ++k) o[k] = __builtin_fmaf(a.gamma[k], x[k] * n[k], a.beta[k] + x[k]);
+  }
+}
+#endif
+
+using GrnRows = void (*)(const GrnArgs&, int64_t, int64_t);
+
+torch::Tensor grn_apply(GrnRows rows, const torch::Tensor& x, const torch::Tensor& n, const torch::Tensor& gamma,
+                        const torch::Tensor& beta) {
+  auto out = torch::empty_like(x);
+  const GrnArgs a{x.data_ptr<float>(), n.data_ptr<float>(), gamma.data_ptr<float>(), beta.data_ptr<float>(),
+                  out.data_ptr<float>(), x.size(3), x.size(1) * x.size(2)};
+  at::parallel_for(0, x.size(0) * a.hw, std::max<int64_t>(1, 32768 / a.c),
+                   [&](int64_t begin, int64_t end) { rows(a, begin, end); });
+  return out;
+}
+
+/// The loop that rounds as this process's LibTorch does, found once by comparing both with
+/// addcmul on a probe (rows of 37 channels: whole SIMD vectors and a remainder); null when neither
+/// matches, and the GRN then keeps LibTorch's operators.
+GrnRows matching_grn_rows() {
+  static const GrnRows rows = [] {
+    torch::NoGradGuard no_grad;
+    auto gen = at::detail::createCPUGenerator(20261203);
+    auto x = at::randn({2, 3, 2, 37}, gen) * 3, n = at::rand({2, 1, 1, 37}, gen) * 2;
+    auto gamma = at::randn({1, 1, 1, 37}, gen), beta = at::randn({1, 1, 1, 37}, gen);
+    const auto expected = torch::addcmul(beta + x, gamma, x * n);
+    std::vector<GrnRows> candidates{grn_rows_plain};
+#ifdef NORDF_GRN_FMA
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) candidates.insert(candidates.begin(), grn_rows_fma);
+#endif
+    for (auto r : candidates)
+      if (torch::equal(grn_apply(r, x, n, gamma, beta), expected)) return r;
+    return GrnRows{nullptr};
+  }();
+  return rows;
+}
+
+}  // namespace
+
 torch::Tensor GRNImpl::forward(const torch::Tensor& x) {
   // Official ConvNeXt-V2 GRN (channels-last input). ‖x‖₂ over H, W is computed as
   // sqrt(Σx²): LibTorch's norm() over non-inner dims takes a generic reduction path that is up to
@@ -31,6 +109,12 @@ torch::Tensor GRNImpl::forward(const torch::Tensor& x) {
   // all-zero channel at 0 (as norm's subgradient) instead of NaN.
   auto gx = (x * x).sum({1, 2}, /*keepdim=*/true).clamp_min(1e-30).sqrt();
   auto nx = gx / (gx.mean(-1, /*keepdim=*/true) + 1e-6);
+  // Without autograd (evaluation, scoring), the last three operators run as one pass over x.
+  const bool graph = torch::GradMode::is_enabled() && (x.requires_grad() || gamma.requires_grad() || beta.requires_grad());
+  if (!graph && x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 4 && x.is_contiguous() &&
+      gamma.scalar_type() == torch::kFloat && beta.scalar_type() == torch::kFloat && gamma.is_contiguous() &&
+      beta.is_contiguous() && gamma.numel() == x.size(3) && beta.numel() == x.size(3) && nx.is_contiguous())
+    if (auto rows = matching_grn_rows()) return grn_apply(rows, x, nx, gamma, beta);
   return torch::addcmul(beta + x, gamma, x * nx);
 }
 

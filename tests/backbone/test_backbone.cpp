@@ -1,5 +1,6 @@
 #include <libnordf/backbone/backbone.h>
 #include <libnordf/backbone/convnext.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <catch2/catch.hpp>
 
@@ -7,6 +8,7 @@
 
 #include <map>
 #include <set>
+#include <sstream>
 
 namespace {
 
@@ -157,6 +159,41 @@ TEST_CASE("GRN matches the official formula", "[backbone]") {
   auto nx = gx / (gx.mean(-1, true) + 1e-6);
   auto expected = grn->gamma * (x * nx) + grn->beta + x;
   CHECK(torch::allclose(grn->forward(x), expected, 1e-5, 1e-6));
+}
+
+TEST_CASE("GRN without autograd runs one fused pass, bit for bit equal to LibTorch's operators", "[backbone]") {
+  torch::manual_seed(4);
+  // 160 channels (ConvNeXt-V2-atto's first stage), 24 and 7 (not a whole number of SIMD vectors).
+  for (int64_t c : {160, 24, 7}) {
+    INFO("channels " << c);
+    nordf::GRN grn(c);
+    {
+      torch::NoGradGuard g;
+      grn->gamma.normal_();
+      grn->beta.normal_();
+    }
+    auto x = torch::randn({3, 5, 4, c}) * 3;
+    x.select(3, 1).zero_();  // an all-zero channel
+    auto gx = (x * x).sum({1, 2}, true).clamp_min(1e-30).sqrt();
+    auto nx = gx / (gx.mean(-1, true) + 1e-6);
+    torch::Tensor expected, fused, graph;
+    {
+      torch::NoGradGuard g;
+      expected = torch::addcmul(grn->beta + x, grn->gamma, x * nx);
+      grn->forward(x);  // the first call picks the pass that rounds as LibTorch does, with addcmul
+      std::ostringstream trace;
+      {
+        torch::autograd::profiler::RecordProfile profile(trace);
+        fused = grn->forward(x);
+      }
+      CHECK(trace.str().find("aten::addcmul") == std::string::npos);  // the fused pass ran
+    }
+    graph = grn->forward(x);  // parameters require gradients: LibTorch's operators
+    CHECK(graph.requires_grad());
+    CHECK(torch::equal(fused, expected));
+    CHECK(torch::equal(graph.detach(), expected));
+    CHECK_FALSE(torch::equal(fused, x));
+  }
 }
 
 TEST_CASE("ConvNeXt blocks compute torchvision's and the official formulas, values and gradients", "[backbone]") {
