@@ -155,7 +155,7 @@ int run_pipeline(int argc, char** argv) {
   for (const auto& [method, why] : result.report.skipped) fmt::print("skipped {}: {}\n", method, why);
   fmt::print("ID test accuracy: {:.4f} ({} images, {} classes){}\n", result.report.id_accuracy,
              result.report.id_test_size, result.split.num_classes(),
-             c["train"]["lambda_cls"].get<double>() > 0 ? "" : "; the classifier was not trained (train.lambda_cls = 0)");
+             c["train"]["lambda_cls"].get<double>() > 0 ? "" : "; the classification loss is off (train.lambda_cls = 0)");
   if (!result.split.skipped_files.empty())
     fmt::print("skipped {} corrupt image files (first: {})\n", result.split.skipped_files.size(),
                result.split.skipped_files.front());

@@ -74,16 +74,27 @@ void check_resumable(const json& c, const std::string& checkpoint) {
   json saved;
   try {
     saved = json::parse(checkpoint_config(checkpoint));
-  } catch (const json::exception&) {
-    return;  // no readable configuration: the weights' shapes are still checked when they load
+  } catch (const std::exception&) {
+    // No readable configuration: the trainer's resume reports an unreadable checkpoint (and the
+    // run's status records it), and the weights' shapes are checked when they load.
+    return;
   }
   std::vector<std::string> fixed;
   for (auto it = c.at("model").begin(); it != c.at("model").end(); ++it)
     if (it.key() != "drop_path" && it.key() != "dropout" && it.key() != "backbone_weights") fixed.push_back("model/" + it.key());
   fixed.insert(fixed.end(), {"data/dataset", "data/id_classes"});
+  // Classes given as 3 in a file and as "3" on the command line are the same selector.
+  auto same = [](const json& a, const json& b) {
+    if (!a.is_array() || !b.is_array() || a.size() != b.size()) return a == b;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i] != b[i] && (a[i].is_string() ? a[i].get<std::string>() : a[i].dump()) !=
+                              (b[i].is_string() ? b[i].get<std::string>() : b[i].dump()))
+        return false;
+    return true;
+  };
   for (const auto& key : fixed) {
     const json::json_pointer ptr("/" + key);
-    if (!saved.contains(ptr) || saved.at(ptr) == c.at(ptr)) continue;
+    if (!saved.contains(ptr) || same(saved.at(ptr), c.at(ptr))) continue;
     auto dotted = key;
     dotted[dotted.find('/')] = '.';
     throw std::invalid_argument(fmt::format(

@@ -195,7 +195,8 @@ void check_fits(const torch::nn::Module& module, torch::serialize::InputArchive&
   std::set<std::string> names{"training"};
   for (const auto& p : module.named_parameters(/*recurse=*/false)) names.insert(p.key());
   for (const auto& b : module.named_buffers(/*recurse=*/false)) names.insert(b.key());
-  for (const auto& child : module.named_children()) names.insert(child.key());
+  for (const auto& child : module.named_children())
+    if (child.value()->is_serializable()) names.insert(child.key());  // Module::save skips the others
   for (const auto& key : archive.keys())
     if (!names.count(key)) throw std::runtime_error("it has '" + prefix + key + "', which the model has not");
   auto check = [&](const std::string& name, const torch::Tensor& expected, bool is_buffer) {
@@ -208,6 +209,7 @@ void check_fits(const torch::nn::Module& module, torch::serialize::InputArchive&
   for (const auto& p : module.named_parameters(/*recurse=*/false)) check(p.key(), p.value(), false);
   for (const auto& b : module.named_buffers(/*recurse=*/false)) check(b.key(), b.value(), true);
   for (const auto& child : module.named_children()) {
+    if (!child.value()->is_serializable()) continue;  // nn::Functional and the like hold nothing
     torch::serialize::InputArchive sub;
     if (!archive.try_read(child.key(), sub)) throw std::runtime_error("it has no '" + prefix + child.key() + "'");
     check_fits(*child.value(), sub, prefix + child.key() + ".");

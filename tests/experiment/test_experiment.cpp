@@ -102,6 +102,10 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
                       Catch::Contains("model.no_similarity = true"));
   CHECK(nordf::read_file(out + "/config.json") == config_before);
   CHECK(E::read_status(out).state == "finished");
+  // The same classes written as numbers or as strings are the same selection.
+  const auto chosen = nordf_test::work_dir("experiment_resume_classes");
+  E::run(nordf_test::tiny_run_config(chosen, {{"data", {{"id_classes", {0, 1, 2}}}}}), E::Mode::kNew);
+  CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(chosen, {{"data", {{"id_classes", {"0", "1", "2"}}}}}), E::Mode::kEvalOnly));
   // Regularisation may change.
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(out, {{"model", {{"dropout", 0.3}}}}), E::Mode::kEvalOnly));
 }

@@ -162,6 +162,22 @@ TEST_CASE("training writes history, config and atomic checkpoints of every modul
   REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(deeper, latest), Catch::Contains("it has no 'decoder."));
 }
 
+TEST_CASE("a checkpoint of a ConvNeXt V1 model, whose blocks hold nn::Functional parts, loads", "[train]") {
+  // Module::save skips children that cannot be serialised (nn::Functional); the fit check must too.
+  const auto dir = nordf_test::work_dir("train_convnext_v1");
+  auto options = nordf_test::fixture_options().backbone("convnext_tiny").use_reconstruction(false);
+  auto model = nordf_test::fixture_model(3, 5, options);
+  torch::serialize::OutputArchive root, weights;
+  root.write("format", c10::IValue(std::string("libnordf-checkpoint-1")));
+  model->save(weights);
+  root.write("model", weights);
+  root.save_to(dir + "/v1.pt");
+  auto other = nordf_test::fixture_model(3, 6, options);
+  nordf::load_checkpoint_model(other, dir + "/v1.pt");
+  auto a = model->named_parameters(), b = other->named_parameters();
+  for (auto& kv : a) CHECK(torch::equal(kv.value(), b[kv.key()]));
+}
+
 TEST_CASE("2 epochs equal 1 epoch plus a resumed epoch", "[train]") {
   // Schedules that do not depend on the planned number of epochs, so "1 epoch, then resume
   // with --epochs 2" plans the same steps as "2 epochs". (A run stopped part-way through its
