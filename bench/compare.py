@@ -11,7 +11,9 @@ ROUNDS times. With 2 torch threads, Python's step and evaluation also run
   with each of the above.
 (With 1 torch thread, channels-last and the glibc settings were the slowest configurations in every
 earlier run, and LibTorch hands the 1x1 convolutions of a batch under 16 to sgemm, not oneDNN.)
-libnordf's also run without its caching CPU allocator (NORDF_CPU_CACHE_MB=0). Each configuration's
+libnordf's also run without its caching CPU allocator (NORDF_CPU_CACHE_MB=0), and its steps with
+2 torch threads also with train.direct_depthwise_grad (nordf-bench --direct-depthwise-grad, off by
+default; the table then also gives libnordf's default against Python). Each configuration's
 figure is its median over the rounds; each side is represented by its fastest configuration, and
 the ratio is libnordf / fastest Python.
 
@@ -100,7 +102,10 @@ def configs(case, side):
         return out
     two = [tb for tb in THREADS if tb[0] == 2]  # 1 torch thread was the slowest everywhere, allocator or not
     if side == "libnordf":  # libnordf's caching CPU allocator is on by default; also measured off
-        return out + [("no-cache", (2, 1))]
+        out += [("no-cache", (2, 1))]
+        if case in STEPS:  # train.direct_depthwise_grad, off by default
+            out += [("direct-dw", tb) for tb in two]
+        return out
     if case in STEPS:  # a PyTorch user may also train channels-last
         out += [("channels-last", tb) for tb in two]
     out += [("conv-mlp", tb) for tb in two]  # pointwise layers as 1x1 convolutions, as libnordf runs them
@@ -124,6 +129,8 @@ def command(case, side, cfg):
             args += ["--threads", str(val[0]), "--blas-threads", str(val[1])]
         if kind == "no-cache":
             env["NORDF_CPU_CACHE_MB"] = "0"
+        if kind == "direct-dw":
+            args += ["--direct-depthwise-grad"]
     else:
         args = ref + CASES[case][4]
         if kind == "workers":
@@ -142,7 +149,7 @@ def label(cfg):
     kind, val = cfg
     if kind == "workers":
         return f"{val} loader workers"
-    extra = {"threads": "", "no-cache": ", no CPU cache", "channels-last": ", channels-last",
+    extra = {"threads": "", "no-cache": ", no CPU cache", "direct-dw": ", direct depthwise weight gradients", "channels-last": ", channels-last",
              "keep-freed": ", glibc keeps freed memory", "channels-last+keep-freed": ", channels-last, glibc keeps freed memory",
              "conv-mlp": ", pointwise layers as 1x1 convolutions",
              "conv-mlp+keep-freed": ", pointwise layers as 1x1 convolutions, glibc keeps freed memory"}
@@ -245,6 +252,17 @@ for case in selected:
     ratio = row["libnordf"][1] / row["python"][1] if higher else row["python"][1] / row["libnordf"][1]
     print(f"| {what} ({unit}) | {row['libnordf'][1]:.1f} ({label(row['libnordf'][0])}) | {row['python'][1]:.1f} "
           f"({label(row['python'][0])}) | {ratio:.2f}x |")
+
+opt_in = [c for c in selected if c in STEPS and any(cfg[0] == "direct-dw" for cfg in best[c]["libnordf"][2])]
+if opt_in:
+    print("\nlibnordf with its defaults (without train.direct_depthwise_grad), "
+          "against the same Python best (libnordf / Python):")
+    for case in opt_in:
+        _, unit, higher, *_ = CASES[case]
+        meds = {cfg: v for cfg, v in best[case]["libnordf"][2].items() if cfg[0] != "direct-dw"}
+        cfg = (max if higher else min)(meds, key=meds.get)
+        ratio = meds[cfg] / best[case]["python"][1] if higher else best[case]["python"][1] / meds[cfg]
+        print(f"  {case:8s} libnordf {meds[cfg]:.1f} ({label(cfg)}): {ratio:.2f}x {unit}")
 
 plain = [c for c in selected if c not in ("data", "sgemm")]
 if plain:

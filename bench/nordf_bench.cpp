@@ -247,6 +247,61 @@ void measure_sgemm(int64_t n, int64_t repeats) {
   fmt::print("result sgemm_gflops {:.2f}\n", gflops);
 }
 
+// ---- the depthwise weight gradient ---------------------------------------------------------
+// oneDNN's (LibTorch's convolution_backward) against libnordf's direct kernel, at the depthwise
+// convolutions of the configured ConvNeXt's four stages for one training step (both images of
+// each pair), alternating, best of `repeats`.
+void measure_depthwise(const json& config, int64_t repeats) {
+  const auto name = config["model"]["backbone"].get<std::string>();
+  nordf::ConvNeXtConfig cn;
+  if (name.rfind("convnextv2_", 0) == 0)
+    cn = nordf::convnextv2_config(name.substr(11));
+  else if (name.rfind("convnext_", 0) == 0)
+    cn = nordf::convnext_config(name.substr(9));
+  else
+    throw std::invalid_argument("--measure depthwise needs a ConvNeXt backbone, got " + name);
+  const int64_t n = 2 * config["train"]["batch_size"].get<int64_t>(), side = config["model"]["image_size"].get<int64_t>();
+  double total_onednn = 0, total_direct = 0;
+  for (const bool channels_last : {true, false}) {
+    double sum_onednn = 0, sum_direct = 0;
+    for (size_t s = 0; s < 4; ++s) {
+      const int64_t c = cn.dims[s], hw = std::max<int64_t>(1, side / (4 << s));
+      auto x = torch::randn({n, c, hw, hw}), g = torch::randn({n, c, hw, hw});
+      if (channels_last) {
+        x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+        g = g.contiguous(torch::MemoryFormat::ChannelsLast);
+      }
+      const auto w = torch::randn({c, 1, 7, 7});
+      double onednn = 1e30, direct = 1e30;
+      for (int64_t r = 0; r <= repeats; ++r) {  // the first round warms up
+        auto t0 = Clock::now();
+        auto a = at::convolution_backward(g, x, w, c10::IntArrayRef{c}, {1, 1}, {3, 3}, {1, 1}, false, {0, 0}, c,
+                                          {false, true, true});
+        const double t_onednn = seconds_since(t0);
+        t0 = Clock::now();
+        auto b = nordf::depthwise7x7_weight_grad(x, g);
+        const double t_direct = seconds_since(t0);
+        if (r > 0) {
+          onednn = std::min(onednn, t_onednn);
+          direct = std::min(direct, t_direct);
+        }
+      }
+      fmt::print("depthwise weight gradient, {} x {} x {} x {} {}: oneDNN {:.2f} ms, direct {:.2f} ms ({:.1f}x), "
+                 "x {} blocks\n",
+                 n, c, hw, hw, channels_last ? "channels-last" : "contiguous", onednn * 1e3, direct * 1e3,
+                 onednn / direct, cn.depths[s]);
+      sum_onednn += onednn * static_cast<double>(cn.depths[s]);
+      sum_direct += direct * static_cast<double>(cn.depths[s]);
+    }
+    fmt::print("all {} blocks, {}: oneDNN {:.1f} ms, direct {:.1f} ms per step ({:.1f}x)\n",
+               cn.depths[0] + cn.depths[1] + cn.depths[2] + cn.depths[3], channels_last ? "channels-last" : "contiguous",
+               sum_onednn * 1e3, sum_direct * 1e3, sum_onednn / sum_direct);
+    if (channels_last) total_onednn = sum_onednn, total_direct = sum_direct;
+  }
+  fmt::print("result depthwise_onednn_ms {:.3f}\nresult depthwise_direct_ms {:.3f}\n", total_onednn * 1e3,
+             total_direct * 1e3);
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"nordf-bench: time the NORD-F training step, evaluation, data pipeline and sgemm on this machine"};
   nordf::app::ConfigFlags flags(app);
@@ -256,8 +311,8 @@ int run(int argc, char** argv) {
   bool breakdown = false, channels_last = false;
   std::string profile;
   double crop_scale_min = -1, rotation = -1;
-  app.add_option("--measure", measure, "step, eval, data or sgemm")
-      ->check(CLI::IsMember({"step", "eval", "data", "sgemm"}));
+  app.add_option("--measure", measure, "step, eval, data, sgemm or depthwise")
+      ->check(CLI::IsMember({"step", "eval", "data", "sgemm", "depthwise"}));
   app.add_option("--steps", steps, "timed steps (step)")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first (step)")->check(CLI::NonNegativeNumber);
   app.add_flag("--breakdown", breakdown, "also time the backbone and the decoder alone (step)");
@@ -266,7 +321,7 @@ int run(int argc, char** argv) {
   app.add_option("--blas-threads", blas_threads, "OpenBLAS threads (the apps use 1)")->check(CLI::PositiveNumber);
   app.add_option("--eval-images", eval_images, "images in each of the four evaluation sets (eval)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--repeats", repeats, "timed repetitions (eval, sgemm)")->check(CLI::PositiveNumber);
+  app.add_option("--repeats", repeats, "timed repetitions (eval, sgemm, depthwise)")->check(CLI::PositiveNumber);
   app.add_option("--data-dir", data_dir, "an image folder, ROOT/<class>/<image> (data)");
   app.add_option("--data-epochs", data_epochs, "timed epochs after a warm-up epoch (data)")->check(CLI::PositiveNumber);
   app.add_option("--crop-scale-min", crop_scale_min, "data.crop_scale_min: random-resized-crop lower area bound (data)")
@@ -295,15 +350,17 @@ int run(int argc, char** argv) {
              torch::get_num_threads(), blas_threads,
              cpu_cache ? fmt::format("{} MiB", nordf::cpu_cache_stats().max_cached_bytes >> 20) : std::string("off"));
   if (measure == "step" || measure == "eval")
-    fmt::print("model: {} backbone, {} px, batch {}, branch width {}, {} norm, recon {} px, {} loss\n",
+    fmt::print("model: {} backbone, {} px, batch {}, branch width {}, {} norm, recon {} px, {} loss{}\n",
                config["model"]["backbone"].get<std::string>(), config["model"]["image_size"].get<int64_t>(),
                config["train"]["batch_size"].get<int64_t>(), config["model"]["channels"].get<int64_t>(),
                config["model"]["norm"].get<std::string>(), config["model"]["recon_size"].get<int64_t>(),
-               config["train"]["recon_loss"].get<std::string>());
+               config["train"]["recon_loss"].get<std::string>(),
+               config["train"]["direct_depthwise_grad"].get<bool>() ? ", direct depthwise weight gradients" : "");
   if (measure == "step") measure_step(config, text, device, steps, warmup, breakdown, profile, channels_last);
   if (measure == "eval") measure_eval(text, device, eval_images, repeats, profile);
   if (measure == "data") measure_data(text, data_dir, data_epochs);
   if (measure == "sgemm") measure_sgemm(sgemm_size, repeats);
+  if (measure == "depthwise") measure_depthwise(config, repeats);
   if (cpu_cache) {
     const auto s = nordf::cpu_cache_stats();
     fmt::print("CPU cache: {} hits, {} misses, {} blocks released, peak {:.1f} MiB in use + cached, peak {:.1f} MiB in use\n",

@@ -9,6 +9,7 @@
 
 #include <libnordf/backbone/backbone.h>
 #include <libnordf/backbone/convnext.h>
+#include <libnordf/backbone/depthwise.h>
 #include <libnordf/backbone/vgg.h>
 #include <libnordf/backbone/vit.h>
 

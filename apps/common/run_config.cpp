@@ -113,6 +113,8 @@ ConfigFlags::ConfigFlags(CLI::App& app, const std::vector<std::string>& skip) {
   flag<double>(s, "--lambda-rec", "/train/lambda_rec", "weight of the reconstruction loss");
   flag<double>(s, "--warmup-epochs", "/train/warmup_epochs", "linear learning-rate warm-up, in epochs");
   flag<double>(s, "--grad-clip", "/train/grad_clip", "clip the gradient norm to this (0 = off)");
+  switch_flag(s, "--direct-depthwise-grad", "/train/direct_depthwise_grad",
+              "ConvNeXt depthwise weight gradients from libnordf's CPU kernel (faster; rounds differently from oneDNN)");
   flag<double>(s, "--sim-eps", "/train/sim_eps", "epsilon of the similarity BCE, in [0, 0.5)");
   flag<int64_t>(s, "--max-nonfinite-steps", "/train/max_nonfinite_steps",
                 "skip up to this many NaN/inf steps before stopping (0 = stop at the first)");

@@ -23,6 +23,11 @@ struct BackboneOptions {
   /// Input side the backbone is built for; only ViTs use it, to size their position embeddings
   /// (0 = 224). Convolutional backbones take any side.
   TORCH_ARG(int64_t, image_size) = 0;
+  /// ConvNeXt blocks compute their 7×7 depthwise convolutions' weight and bias gradients with
+  /// libnordf's direct CPU kernel (`depthwise_conv7x7`) instead of oneDNN's. The forward pass and
+  /// the input gradients are unchanged; the weight gradients differ in rounding only, so trained
+  /// weights differ slightly from a run without it. Off by default. Other backbones ignore it.
+  TORCH_ARG(bool, direct_depthwise_grad) = false;
 };
 
 /// A feature extractor: N×3×H×W float images (H, W multiples of `reduction()`: 32 for the

@@ -1,4 +1,5 @@
 #include <libnordf/backbone/convnext.h>
+#include <libnordf/backbone/depthwise.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -190,8 +191,9 @@ torch::Tensor pointwise(const torch::Tensor& x, torch::nn::Linear& layer) {
 
 // ---- V1 ------------------------------------------------------------------------------------
 
-ConvNeXtBlockImpl::ConvNeXtBlockImpl(int64_t dim, double layer_scale_init, double drop_path_prob)
-    : drop_path_(drop_path_prob) {
+ConvNeXtBlockImpl::ConvNeXtBlockImpl(int64_t dim, double layer_scale_init, double drop_path_prob,
+                                     bool direct_depthwise_grad)
+    : drop_path_(drop_path_prob), direct_dw_(direct_depthwise_grad) {
   dwconv = conv(dim, dim, 7, 1, 3, dim);
   norm = channels_last_norm(dim);
   pwconv1 = torch::nn::Linear(dim, 4 * dim);
@@ -206,7 +208,7 @@ ConvNeXtBlockImpl::ConvNeXtBlockImpl(int64_t dim, double layer_scale_init, doubl
 }
 
 torch::Tensor ConvNeXtBlockImpl::forward(const torch::Tensor& x) {
-  auto y = dwconv->forward(x).permute({0, 2, 3, 1});
+  auto y = (direct_dw_ ? depthwise_conv7x7(x, dwconv->weight, dwconv->bias) : dwconv->forward(x)).permute({0, 2, 3, 1});
   y = pointwise(torch::gelu(pointwise(norm->forward(y), pwconv1)), pwconv2);
   y = layer_scale * y.permute({0, 3, 1, 2});
   return x + drop_path(y, drop_path_, is_training());
@@ -222,7 +224,8 @@ ConvNeXt::ConvNeXt(std::string name, const ConvNeXtConfig& config, const Backbon
     auto down = downsample(config, s);
     torch::nn::Sequential stage;
     for (int64_t j = 0; j < config.depths[s]; ++j)
-      stage->push_back(ConvNeXtBlock(dim, options.layer_scale_init(), rates[block_id++]));
+      stage->push_back(
+          ConvNeXtBlock(dim, options.layer_scale_init(), rates[block_id++], options.direct_depthwise_grad()));
     features->push_back(down);
     features->push_back(stage);
     add_layer(down);
@@ -242,7 +245,8 @@ ConvNeXtConfig convnext_config(const std::string& size) {
 
 // ---- V2 ------------------------------------------------------------------------------------
 
-ConvNeXtV2BlockImpl::ConvNeXtV2BlockImpl(int64_t dim, double drop_path_prob) : drop_path_(drop_path_prob) {
+ConvNeXtV2BlockImpl::ConvNeXtV2BlockImpl(int64_t dim, double drop_path_prob, bool direct_depthwise_grad)
+    : drop_path_(drop_path_prob), direct_dw_(direct_depthwise_grad) {
   dwconv = register_module("dwconv", conv(dim, dim, 7, 1, 3, dim));
   norm = register_module("norm", channels_last_norm(dim));
   pwconv1 = register_module("pwconv1", torch::nn::Linear(dim, 4 * dim));
@@ -251,7 +255,7 @@ ConvNeXtV2BlockImpl::ConvNeXtV2BlockImpl(int64_t dim, double drop_path_prob) : d
 }
 
 torch::Tensor ConvNeXtV2BlockImpl::forward(const torch::Tensor& x) {
-  auto y = dwconv->forward(x).permute({0, 2, 3, 1});
+  auto y = (direct_dw_ ? depthwise_conv7x7(x, dwconv->weight, dwconv->bias) : dwconv->forward(x)).permute({0, 2, 3, 1});
   y = pointwise(grn->forward(torch::gelu(pointwise(norm->forward(y), pwconv1))), pwconv2);
   return x + drop_path(y.permute({0, 3, 1, 2}), drop_path_, is_training());
 }
@@ -266,7 +270,8 @@ ConvNeXtV2::ConvNeXtV2(std::string name, const ConvNeXtConfig& config, const Bac
     const int64_t dim = config.dims[s];
     auto down = downsample(config, s);
     torch::nn::Sequential stage;
-    for (int64_t j = 0; j < config.depths[s]; ++j) stage->push_back(ConvNeXtV2Block(dim, rates[block_id++]));
+    for (int64_t j = 0; j < config.depths[s]; ++j)
+      stage->push_back(ConvNeXtV2Block(dim, rates[block_id++], options.direct_depthwise_grad()));
     downsample_layers->push_back(down);
     stages->push_back(stage);
     add_layer(down);

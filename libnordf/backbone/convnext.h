@@ -46,7 +46,7 @@ torch::Tensor drop_path(const torch::Tensor& x, double p, bool training);
 /// ConvNeXt V1 block as torchvision's CNBlock: keys `block.{0,2,3,5}.*` and `layer_scale` [C,1,1].
 class ConvNeXtBlockImpl : public torch::nn::Module {
  public:
-  ConvNeXtBlockImpl(int64_t dim, double layer_scale_init, double drop_path);
+  ConvNeXtBlockImpl(int64_t dim, double layer_scale_init, double drop_path, bool direct_depthwise_grad = false);
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
@@ -56,6 +56,7 @@ class ConvNeXtBlockImpl : public torch::nn::Module {
   torch::nn::Linear pwconv1{nullptr}, pwconv2{nullptr};
   torch::Tensor layer_scale;
   double drop_path_;
+  bool direct_dw_;
 };
 TORCH_MODULE(ConvNeXtBlock);
 
@@ -63,7 +64,7 @@ TORCH_MODULE(ConvNeXtBlock);
 /// `pwconv2`; no layer scale.
 class ConvNeXtV2BlockImpl : public torch::nn::Module {
  public:
-  ConvNeXtV2BlockImpl(int64_t dim, double drop_path);
+  ConvNeXtV2BlockImpl(int64_t dim, double drop_path, bool direct_depthwise_grad = false);
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
@@ -72,6 +73,7 @@ class ConvNeXtV2BlockImpl : public torch::nn::Module {
   torch::nn::Linear pwconv1{nullptr}, pwconv2{nullptr};
   GRN grn{nullptr};
   double drop_path_;
+  bool direct_dw_;
 };
 TORCH_MODULE(ConvNeXtV2Block);
 

@@ -63,6 +63,7 @@ json defaults() {
         {"lambda_rec", 1.0},
         {"sim_eps", 1e-3},
         {"grad_clip", 5.0},
+        {"direct_depthwise_grad", false},
         {"max_nonfinite_steps", 0},
         {"max_steps", 0},
         {"recon_loss", "l1"},
@@ -305,6 +306,7 @@ void validate(const json& c, const std::string& where) {
   k.number("train.warmup_epochs", 0, static_cast<double>(epochs), false, true);
   k.number("train.weight_decay", 0, 10);
   k.word("train.optimizer", {"adam", "adamw"});
+  k.flag("train.direct_depthwise_grad");
   k.word("train.lr_schedule", {"constant", "cosine"});
   const double ls = k.number("train.lambda_sim", 0, 1e6), lc = k.number("train.lambda_cls", 0, 1e6),
                lr = k.number("train.lambda_rec", 0, 1e6);
@@ -428,7 +430,9 @@ NordF make_model(const std::string& config, int64_t num_classes, const LogFn& lo
   torch::manual_seed(c.at("run").at("seed").get<uint64_t>());
   auto options = NordFOptions()
                      .backbone(m.at("backbone").get<std::string>())
-                     .backbone_options(BackboneOptions().drop_path_rate(m.at("drop_path").get<double>()))
+                     .backbone_options(BackboneOptions()
+                                           .drop_path_rate(m.at("drop_path").get<double>())
+                                           .direct_depthwise_grad(c.at("train").at("direct_depthwise_grad").get<bool>()))
                      .image_size(m.at("image_size").get<int64_t>())
                      .num_classes(num_classes)
                      .channels(m.at("channels").get<int64_t>())
