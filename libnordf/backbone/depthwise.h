@@ -14,18 +14,18 @@ namespace nordf {
 ///   dW[c][0][i][j] = Σ_{n,h,w} grad_output[n][c][h][w] · input[n][c][h+i−3][w+j−3],
 ///   dB[c] = Σ_{n,h,w} grad_output[n][c][h][w].
 /// Returns {dW (C×1×7×7), dB (C)}. The sums run over 16 channels at a time in a fixed order
-/// (per image group, then per row, then across rows), so the result is the same for every thread
-/// count; it differs from oneDNN's only in rounding. Throws `std::invalid_argument` on shapes,
-/// devices or dtypes it does not take.
+/// (within each image row, then across the rows of a fixed group of images, then across the
+/// groups), so the result is the same for every thread count; it differs from oneDNN's only in
+/// rounding. Throws `std::invalid_argument` on shapes, devices or dtypes it does not take.
 std::pair<torch::Tensor, torch::Tensor> depthwise7x7_weight_grad(const torch::Tensor& input,
                                                                  const torch::Tensor& grad_output);
 
 /// `torch::conv2d(input, weight, bias, 1, 3, 1, C)` with weight `C×1×7×7`: the same forward and
 /// input gradient (LibTorch's), and the weight and bias gradients from
 /// `depthwise7x7_weight_grad`, which at ConvNeXt's training shapes was 2–10× faster than
-/// oneDNN's on a 2-core CPU (docs/performance.md). Falls back to `torch::conv2d` off the CPU, for dtypes other than float32, and when
-/// the weight needs no gradient. Double backward (`create_graph`) is supported through LibTorch's
-/// own formulas. `bias` may be undefined.
+/// oneDNN's on a 2-core CPU (docs/performance.md). It is `torch::conv2d` off the CPU, for dtypes
+/// other than float32, and when the weight needs no gradient or autograd is off. A differentiated
+/// backward (`create_graph`) uses LibTorch's formulas throughout. `bias` may be undefined.
 torch::Tensor depthwise_conv7x7(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias);
 
 }  // namespace nordf
