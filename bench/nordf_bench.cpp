@@ -261,6 +261,9 @@ void measure_depthwise(const json& config, int64_t repeats) {
   else
     throw std::invalid_argument("--measure depthwise needs a ConvNeXt backbone, got " + name);
   const int64_t n = 2 * config["train"]["batch_size"].get<int64_t>(), side = config["model"]["image_size"].get<int64_t>();
+  if (side % 32 != 0)
+    throw std::invalid_argument("--measure depthwise: model.image_size must be a multiple of 32 (a ConvNeXt's "
+                                "reduction), got " + std::to_string(side));
   double total_onednn = 0, total_direct = 0;
   for (const bool channels_last : {true, false}) {
     double sum_onednn = 0, sum_direct = 0;
@@ -328,6 +331,7 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--rotation", rotation, "data.rotation: maximum rotation in degrees (data)")->check(CLI::Range(0.0, 180.0));
   app.add_option("--sgemm-size", sgemm_size, "matrix size (sgemm)")->check(CLI::PositiveNumber);
+  nordf::app::refuse_options_as_values(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

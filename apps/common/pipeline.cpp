@@ -78,6 +78,7 @@ int run_pipeline(int argc, char** argv) {
   app.add_option("--nproc", nproc, "train data-parallel as this many local processes (Gloo on loopback)")
       ->check(CLI::Range(1, 256));
   add_version_flag(app);
+  refuse_options_as_values(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

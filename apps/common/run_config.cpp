@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <csignal>
 #include <chrono>
 #include <thread>
@@ -23,6 +26,18 @@
 namespace nordf::app {
 
 using nlohmann::json;
+
+void refuse_options_as_values(CLI::App& app) {
+  for (CLI::Option* o : app.get_options()) {
+    if (o->get_type_size_max() <= 0) continue;  // a flag
+    o->check(CLI::Validator(
+        [](std::string& v) -> std::string {
+          if (v.size() > 2 && v.compare(0, 2, "--") == 0) return "a value is missing: '" + v + "' is an option";
+          return {};
+        },
+        "", "not an option"));
+  }
+}
 
 json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -44,12 +59,24 @@ struct FlagSink {
   bool skipped(const std::string& name) const { return std::find(skip.begin(), skip.end(), name) != skip.end(); }
 };
 
+/// CLI11 (2.1) clamps an integer out of the 64-bit range to its limit; refuse it instead.
+const CLI::Validator kInt64Range(
+    [](std::string& v) -> std::string {
+      errno = 0;
+      char* end = nullptr;
+      std::strtoll(v.c_str(), &end, 10);
+      if (errno == ERANGE) return "'" + v + "' is out of range (at most " + std::to_string(INT64_MAX) + " in magnitude)";
+      return {};
+    },
+    "", "int64");
+
 template <typename T>
 void flag(FlagSink& sink, const std::string& name, const std::string& pointer, const std::string& help,
           std::function<void(CLI::Option*)> extra = {}) {
   if (sink.skipped(name)) return;
   auto value = std::make_shared<T>();
   CLI::Option* opt = sink.app.add_option(name, *value, help);
+  if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, std::vector<int64_t>>) opt->check(kInt64Range);
   if (extra) extra(opt);
   sink.setters.push_back([opt, value, pointer](json& config) {
     if (opt->count() > 0) config[json::json_pointer(pointer)] = *value;

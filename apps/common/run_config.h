@@ -36,6 +36,11 @@ nlohmann::json read_json(const std::string& path);
 /// Adds --version to `app`: libnordf's and LibTorch's versions and whether CUDA is available.
 void add_version_flag(CLI::App& app);
 
+/// Makes every option of `app` that takes values refuse a value that starts with "--": CLI11
+/// takes an option's required values whatever they look like, so `--out --print-config` would
+/// otherwise name the output directory "--print-config". Call after the last option is added.
+void refuse_options_as_values(CLI::App& app);
+
 /// Runs an app's main body; any exception becomes one line "<app>: error: <message>" on stderr
 /// (LibTorch's backtrace dropped) and exit code 1.
 int guarded(const std::string& app, const std::function<int()>& body);

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 namespace {
 
@@ -126,7 +127,9 @@ int run(int argc, char** argv) {
       ->excludes(merge_opt)
       ->excludes(retry_opt)
       ->excludes(list_opt);
+  merge_opt->excludes(list_opt);
   nordf::app::add_version_flag(app);
+  nordf::app::refuse_options_as_values(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -150,6 +153,9 @@ int run(int argc, char** argv) {
   }
 
   auto spec = grid.empty() ? nordf::study::builtin(study) : nordf::study::read_spec(grid);
+  std::set<uint64_t> seen;
+  for (const auto seed : seeds)
+    if (!seen.insert(seed).second) throw std::invalid_argument("--seeds: " + std::to_string(seed) + " is listed twice");
   if (!seeds.empty()) spec.seeds = seeds;
   const auto patch = flags.patch();
   if (!patch.empty()) nordf::study::override_base(spec, patch.dump(), "flags");

@@ -192,6 +192,8 @@ class Checker {
   int64_t integer(const std::string& path, int64_t lo, int64_t hi = INT64_MAX) const {
     const auto& v = at(path);
     if (!v.is_number_integer() && !v.is_number_unsigned()) fail(path, "expected an integer, got " + shown(v));
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      fail(path, "expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + shown(v));
     const int64_t x = v.get<int64_t>();
     if (x < lo || x > hi)
       fail(path, "expected an integer " + (hi == INT64_MAX ? "≥ " + std::to_string(lo)

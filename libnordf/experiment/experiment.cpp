@@ -8,9 +8,15 @@
 #include <nlohmann/json.hpp>
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -20,6 +26,52 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+/// An exclusive lock (flock) on a run directory while this process writes into it, so that a
+/// second run started into the same directory fails instead of mixing its files with the first's.
+class DirectoryLock {
+ public:
+  DirectoryLock() = default;
+  explicit DirectoryLock(const std::string& dir) : fd_(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+    if (fd_ < 0) throw std::runtime_error("cannot open '" + dir + "': " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int e = errno;
+      release();
+      if (e == EWOULDBLOCK)
+        throw std::runtime_error("'" + dir + "' is in use by another run (a process is writing into it); wait for "
+                                 "it to end or choose another output directory");
+      throw std::runtime_error("cannot lock '" + dir + "': " + std::strerror(e));
+    }
+  }
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(DirectoryLock&& other) noexcept {
+    if (this != &other) {
+      release();
+      std::swap(fd_, other.fd_);
+    }
+    return *this;
+  }
+  ~DirectoryLock() { release(); }
+
+ private:
+  void release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int fd_ = -1;
+};
+
+/// `s` as one shell word: as it is when it needs no quoting, else in single quotes.
+std::string shell_quoted(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::isalnum(c) || (c != 0 && std::strchr("/._-+=:,@%", c) != nullptr);
+  });
+  if (plain) return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -186,7 +238,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   const bool has_checkpoint = fs::exists(latest);
   if (mode == Mode::kAuto) mode = has_checkpoint ? Mode::kResume : Mode::kNew;
   if (mode == Mode::kNew && has_run && has_checkpoint && dist::environment().rank == 0)
-    throw std::invalid_argument("'" + out + "' already holds a run; resume it (--resume " + out +
+    throw std::invalid_argument("'" + out + "' already holds a run; resume it (--resume " + shell_quoted(out) +
                                 ") or choose another output directory");
   if ((mode == Mode::kResume || mode == Mode::kEvalOnly) && !has_checkpoint)
     throw std::runtime_error("'" + out + "' holds no checkpoint to resume (" + latest + " is missing)");
@@ -207,11 +259,13 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
         env, device, std::chrono::milliseconds(1000 * c.at("run").at("dist_timeout").get<int64_t>()));
   const bool writer = env.rank == 0;
   const LogFn log = writer && hooks.log ? hooks.log : [](const std::string&) {};
-  const double before = writer ? read_status(out).seconds : 0.0;
+  DirectoryLock lock;
   if (writer) {
     fs::create_directories(out);
-    write_status(out, "running", "", before);
+    lock = DirectoryLock(out);
   }
+  const double before = writer ? read_status(out).seconds : 0.0;
+  if (writer) write_status(out, "running", "", before);
   try {
     log(fmt::format("libnordf {} | device {} | {} threads | BLAS {}{}", NORDF_VERSION_STRING, device.str(),
                     torch::get_num_threads(), loaded_blas_library(),
@@ -258,6 +312,14 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     auto train_options = make_loader_options(result.config, true);
     train_options.shard = env.rank;
     train_options.shards = env.world_size;
+    if (train_options.drop_last && train_options.batch_size * env.world_size > split.train->size()) {
+      const auto per_class = c.at("data").at("train_per_class").get<int64_t>();
+      throw std::invalid_argument(fmt::format(
+          "train.batch_size = {}{} is larger than the training split ({} images{}): lower train.batch_size "
+          "(--batch-size) or give the split more images",
+          train_options.batch_size, env.world_size > 1 ? fmt::format(" × {} ranks", env.world_size) : "",
+          split.train->size(), per_class > 0 ? fmt::format(", data.train_per_class = {}", per_class) : ""));
+    }
     auto train_loader = std::make_shared<PairLoader>(split.train, rate, train_options);
     auto val_loader = std::make_shared<PairLoader>(split.val, rate, make_loader_options(result.config, false));
     auto options = make_train_options(result.config);

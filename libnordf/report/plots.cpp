@@ -7,8 +7,11 @@
 #include <stb_easy_font.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <stdexcept>
@@ -36,6 +39,11 @@ class Canvas {
     std::error_code ec;
     fs::create_directories(dir, ec);
     tmp_ = (dir / ("." + fs::path(path).filename().string() + ".tmp" + ext)).string();
+    // PLplot ends the process when it cannot open its file: find out first.
+    if (!std::ofstream(tmp_))
+      throw std::runtime_error("cannot write plot '" + path + "': " +
+                               (fs::is_directory(dir) ? "cannot create a file in '" + dir.string() + "': " + std::strerror(errno)
+                                                      : "'" + dir.string() + "' is not a directory"));
     plmkstrm(&stream_);
     plsdev(device);
     plsfnam(tmp_.c_str());

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -51,7 +52,7 @@ void check_name(const std::string& name, const std::string& what, const std::str
                   });
   if (!ok)
     throw std::invalid_argument(where + ": " + what + " name '" + name +
-                                "' must be 1-64 letters, digits, '.', '_' or '-'");
+                                "' must be 1-64 letters, digits, '.', '_' or '-', and not '.' or '..'");
 }
 
 json spec_to_json(const Spec& s) {
@@ -227,6 +228,10 @@ void validate(const Spec& spec, const std::string& where) {
   }
   if (std::set<uint64_t>(spec.seeds.begin(), spec.seeds.end()).size() != spec.seeds.size())
     throw std::invalid_argument(where + ": a seed is listed twice");
+  for (const auto seed : spec.seeds)
+    if (seed > static_cast<uint64_t>(INT64_MAX))
+      throw std::invalid_argument(where + ": seed " + std::to_string(seed) + " is out of range (run.seed is at most " +
+                                  std::to_string(INT64_MAX) + ")");
   if (!spec.reference.empty() && !names.count(spec.reference))
     throw std::invalid_argument(where + ": the reference point '" + spec.reference + "' is not in the grid");
   parse_object(spec.base, where + ": base");

@@ -5,6 +5,10 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "experiment/tiny_config.h"
@@ -108,6 +112,17 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(chosen, {{"data", {{"id_classes", {"0", "1", "2"}}}}}), E::Mode::kEvalOnly));
   // Regularisation may change.
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(out, {{"model", {{"dropout", 0.3}}}}), E::Mode::kEvalOnly));
+}
+
+TEST_CASE("a run directory that another run is writing into is refused and left alone", "[experiment]") {
+  const auto out = nordf_test::work_dir("experiment_locked");
+  const int fd = ::open(out.c_str(), O_RDONLY | O_DIRECTORY);  // as another nordf process holds it
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out), E::Mode::kNew),
+                      Catch::Contains("'" + out + "' is in use by another run"));
+  CHECK(fs::is_empty(out));  // no run.json written into the other run's directory
+  ::close(fd);
 }
 
 TEST_CASE("the no-similarity ablation evaluates, skipping the scores that need the branch", "[experiment]") {

@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -34,6 +36,17 @@ TEST_CASE("line and histogram plots render real PNG and SVG files", "[report]") 
   nordf::report::Series bad{"bad", {1, 2}, {0.0, std::nan("")}};
   REQUIRE_THROWS_WITH(nordf::report::line_plot(dir + "/bad.png", {bad}, o), Catch::Contains("'bad' has a non-finite value"));
   REQUIRE_THROWS_AS(nordf::report::line_plot(dir + "/empty.png", {}, o), std::invalid_argument);
+}
+
+TEST_CASE("a plot whose directory cannot be written fails with an error naming it", "[report]") {
+  // PLplot ends the process when it cannot open its output file.
+  const auto dir = nordf_test::work_dir("plots_unwritable");
+  std::ofstream(dir + "/file") << "x";
+  nordf::report::Series a{"a", {1, 2}, {0.1, 0.2}};
+  nordf::report::PlotOptions o;
+  CHECK_THROWS_WITH(nordf::report::line_plot(dir + "/file/loss.png", {a}, o),
+                    Catch::Contains("cannot write plot '" + dir + "/file/loss.png'") &&
+                        Catch::Contains("is not a directory"));
 }
 
 TEST_CASE("a one-point curve draws its band as an error bar, without PLplot errors", "[report]") {
