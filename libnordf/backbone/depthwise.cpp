@@ -24,79 +24,77 @@ struct DwArgs {
   int64_t h, w, c;
 };
 
-/// tot[i][j][k] (7×7×16) = Σ over images [n0, n1) of G[n][h][w][c0+k] · X[n][h+i−3][w+j−3][c0+k],
-/// for the `width` ≤ 16 channels from c0. Each row's products are summed into seven running sums
-/// (one per j), and the rows' sums are then added into tot: shorter chains than one running sum
-/// over every pixel.
-void block_portable(const DwArgs& a, int64_t n0, int64_t n1, int64_t c0, int64_t width, float* tot) {
+/// tot[i][j][k] (7×7×16) = Σ over images [n0, n1) of G[n][h][w][c0+k] · X[n][h+i−3][w+j−3][c0+k]:
+/// calls row(g, x, t) for every output-gradient row g and the input row x that kernel row i
+/// pairs it with, in a fixed order (image, row, kernel row), t being kernel row i's 7×16 totals.
+/// A row function sums each row's products into seven running sums (one per j) and adds them to
+/// t: shorter chains than one running sum over every pixel.
+template <typename Row>
+void for_each_row_pair(const DwArgs& a, int64_t n0, int64_t n1, int64_t c0, float* tot, const Row& row) {
   std::fill(tot, tot + kSide * kSide * kBlock, 0.f);
-  float acc[kSide][kBlock];
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t h = 0; h < a.h; ++h) {
       const float* g = a.g + (n * a.h + h) * a.w * a.c + c0;
       for (int64_t i = 0; i < kSide; ++i) {
         const int64_t hi = h + i - kPad;
-        if (hi < 0 || hi >= a.h) continue;
-        const float* x = a.x + (n * a.h + hi) * a.w * a.c + c0;
-        for (auto& row : acc) std::fill(row, row + kBlock, 0.f);
-        for (int64_t w = 0; w < a.w; ++w) {
-          const int64_t jlo = std::max<int64_t>(0, kPad - w), jhi = std::min<int64_t>(kSide, a.w - w + kPad);
-          for (int64_t j = jlo; j < jhi; ++j) {
-            const float* xw = x + (w + j - kPad) * a.c;
-            for (int64_t k = 0; k < width; ++k) {
-              const float p = g[w * a.c + k] * xw[k];
-              acc[j][k] = acc[j][k] + p;
-            }
-          }
-        }
-        float* t = tot + i * kSide * kBlock;
-        for (int64_t j = 0; j < kSide; ++j)
-          for (int64_t k = 0; k < width; ++k) t[j * kBlock + k] = t[j * kBlock + k] + acc[j][k];
+        if (hi >= 0 && hi < a.h) row(g, a.x + (n * a.h + hi) * a.w * a.c + c0, tot + i * kSide * kBlock);
       }
     }
 }
 
-#ifdef NORDF_DW_AVX2
-/// block_portable for exactly 16 channels, two 8-float vectors at a time: the same sums in the
-/// same order, but each product is fused into its sum (one rounding instead of two).
-__attribute__((target("avx2,fma"))) void block_avx2(const DwArgs& a, int64_t n0, int64_t n1, int64_t c0, float* tot) {
-  std::fill(tot, tot + kSide * kSide * kBlock, 0.f);
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t h = 0; h < a.h; ++h) {
-      const float* g = a.g + (n * a.h + h) * a.w * a.c + c0;
-      for (int64_t i = 0; i < kSide; ++i) {
-        const int64_t hi = h + i - kPad;
-        if (hi < 0 || hi >= a.h) continue;
-        const float* x = a.x + (n * a.h + hi) * a.w * a.c + c0;
-        __m256 lo[kSide], hi8[kSide];
-        for (int j = 0; j < kSide; ++j) lo[j] = hi8[j] = _mm256_setzero_ps();
-        for (int64_t w = 0; w < a.w; ++w) {
-          const __m256 g0 = _mm256_loadu_ps(g + w * a.c), g1 = _mm256_loadu_ps(g + w * a.c + 8);
-          if (w >= kPad && w + kPad < a.w) {
-            const float* xw = x + (w - kPad) * a.c;
-#define NORDF_DW_TAP(j)                                                      \
-  lo[j] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xw + (j) * a.c), lo[j]);       \
-  hi8[j] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xw + (j) * a.c + 8), hi8[j]);
-            NORDF_DW_TAP(0) NORDF_DW_TAP(1) NORDF_DW_TAP(2) NORDF_DW_TAP(3) NORDF_DW_TAP(4) NORDF_DW_TAP(5)
-            NORDF_DW_TAP(6)
-#undef NORDF_DW_TAP
-          } else {
-            const int64_t jlo = std::max<int64_t>(0, kPad - w), jhi = std::min<int64_t>(kSide, a.w - w + kPad);
-            for (int64_t j = jlo; j < jhi; ++j) {
-              const float* xw = x + (w + j - kPad) * a.c;
-              lo[j] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xw), lo[j]);
-              hi8[j] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xw + 8), hi8[j]);
-            }
-          }
-        }
-        float* t = tot + i * kSide * kBlock;
-        for (int j = 0; j < kSide; ++j) {
-          _mm256_storeu_ps(t + j * kBlock, _mm256_add_ps(_mm256_loadu_ps(t + j * kBlock), lo[j]));
-          _mm256_storeu_ps(t + j * kBlock + 8, _mm256_add_ps(_mm256_loadu_ps(t + j * kBlock + 8), hi8[j]));
+/// One row pair for the `width` ≤ 16 channels of a block, one channel at a time.
+struct PortableRow {
+  const DwArgs& a;
+  int64_t width;
+  void operator()(const float* g, const float* x, float* t) const {
+    float acc[kSide][kBlock] = {};
+    for (int64_t w = 0; w < a.w; ++w) {
+      const int64_t jlo = std::max<int64_t>(0, kPad - w), jhi = std::min<int64_t>(kSide, a.w - w + kPad);
+      for (int64_t j = jlo; j < jhi; ++j) {
+        const float* xw = x + (w + j - kPad) * a.c;
+        for (int64_t k = 0; k < width; ++k) {
+          const float p = g[w * a.c + k] * xw[k];
+          acc[j][k] = acc[j][k] + p;
         }
       }
     }
-}
+    for (int64_t j = 0; j < kSide; ++j)
+      for (int64_t k = 0; k < width; ++k) t[j * kBlock + k] = t[j * kBlock + k] + acc[j][k];
+  }
+};
+
+#ifdef NORDF_DW_AVX2
+/// PortableRow for exactly 16 channels, two 8-float vectors at a time: the same sums in the same
+/// order, but each product is fused into its sum (one rounding instead of two).
+struct Avx2Row {
+  const DwArgs& a;
+  __attribute__((target("avx2,fma"))) void operator()(const float* g, const float* x, float* t) const {
+    __m256 lo[kSide], hi[kSide];
+    for (int j = 0; j < kSide; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+    for (int64_t w = 0; w < a.w; ++w) {
+      const __m256 g0 = _mm256_loadu_ps(g + w * a.c), g1 = _mm256_loadu_ps(g + w * a.c + 8);
+      if (w >= kPad && w + kPad < a.w) {
+        const float* xw = x + (w - kPad) * a.c;
+#define NORDF_DW_TAP(j)                                                  \
+  lo[j] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xw + (j) * a.c), lo[j]); \
+  hi[j] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xw + (j) * a.c + 8), hi[j]);
+        NORDF_DW_TAP(0) NORDF_DW_TAP(1) NORDF_DW_TAP(2) NORDF_DW_TAP(3) NORDF_DW_TAP(4) NORDF_DW_TAP(5) NORDF_DW_TAP(6)
+#undef NORDF_DW_TAP
+      } else {
+        const int64_t jlo = std::max<int64_t>(0, kPad - w), jhi = std::min<int64_t>(kSide, a.w - w + kPad);
+        for (int64_t j = jlo; j < jhi; ++j) {
+          const float* xw = x + (w + j - kPad) * a.c;
+          lo[j] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xw), lo[j]);
+          hi[j] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xw + 8), hi[j]);
+        }
+      }
+    }
+    for (int j = 0; j < kSide; ++j) {
+      _mm256_storeu_ps(t + j * kBlock, _mm256_add_ps(_mm256_loadu_ps(t + j * kBlock), lo[j]));
+      _mm256_storeu_ps(t + j * kBlock + 8, _mm256_add_ps(_mm256_loadu_ps(t + j * kBlock + 8), hi[j]));
+    }
+  }
+};
 
 bool has_avx2_fma() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -190,11 +188,11 @@ std::pair<torch::Tensor, torch::Tensor> depthwise7x7_weight_grad(const torch::Te
       float* out = part.data() + t * tile;
 #ifdef NORDF_DW_AVX2
       if (width == kBlock && has_avx2_fma()) {
-        block_avx2(args, n0, n1, c0, out);
+        for_each_row_pair(args, n0, n1, c0, out, Avx2Row{args});
         continue;
       }
 #endif
-      block_portable(args, n0, n1, c0, width, out);
+      for_each_row_pair(args, n0, n1, c0, out, PortableRow{args, width});
     }
   });
   auto dw = torch::zeros({c, 1, kSide, kSide});
