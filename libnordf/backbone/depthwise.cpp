@@ -180,12 +180,15 @@ std::pair<torch::Tensor, torch::Tensor> depthwise7x7_weight_grad(const torch::Te
   // with it the result, does not depend on the number of threads.
   const int64_t blocks = (c + kBlock - 1) / kBlock, groups = std::max<int64_t>(1, std::min<int64_t>(n, 8));
   const int64_t tile = kSide * kSide * kBlock;
-  std::vector<float> part(static_cast<size_t>(blocks * groups * tile));
+  // Per-task totals, from LibTorch's allocator (libnordf's CPU cache in the apps): this runs in
+  // every backward pass, and a fresh malloc of this size would be mapped and faulted in each time.
+  const auto part_buffer = torch::empty({blocks * groups * tile});
+  float* part = part_buffer.data_ptr<float>();
   at::parallel_for(0, blocks * groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / groups, part_n = t % groups, c0 = b * kBlock, width = std::min(kBlock, c - c0);
       const int64_t n0 = n * part_n / groups, n1 = n * (part_n + 1) / groups;
-      float* out = part.data() + t * tile;
+      float* out = part + t * tile;
 #ifdef NORDF_DW_AVX2
       if (width == kBlock && has_avx2_fma()) {
         for_each_row_pair(args, n0, n1, c0, out, Avx2Row{args});
@@ -200,7 +203,7 @@ std::pair<torch::Tensor, torch::Tensor> depthwise7x7_weight_grad(const torch::Te
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t width = std::min(kBlock, c - b * kBlock);
     for (int64_t part_n = 0; part_n < groups; ++part_n) {
-      const float* p = part.data() + (b * groups + part_n) * tile;
+      const float* p = part + (b * groups + part_n) * tile;
       for (int64_t k = 0; k < width; ++k)
         for (int64_t ij = 0; ij < kSide * kSide; ++ij) {
           float& d = o[(b * kBlock + k) * kSide * kSide + ij];
