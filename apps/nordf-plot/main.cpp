@@ -63,15 +63,17 @@ int plot_run(const std::string& dir, const std::string& plots) {
   const auto scores_path = (fs::path(dir) / "ood" / "scores.csv").string();
   std::ifstream in(scores_path);
   if (!in) throw std::runtime_error("cannot read '" + scores_path + "'");
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line)) {
-    const auto f = nordf::csv_fields(line);
-    if (f.size() != 5) throw std::runtime_error("'" + scores_path + "': malformed line '" + line + "'");
+  std::vector<std::string> f;  // method, set, index, is_ood, score (a set name may hold line breaks)
+  nordf::read_csv_record(in, f, scores_path);
+  int64_t record = 1;
+  while (nordf::read_csv_record(in, f, scores_path)) {
+    ++record;
+    if (f.size() != 5)
+      throw std::runtime_error(fmt::format("'{}': record {} has {} fields, not 5", scores_path, record, f.size()));
     try {
       report.scores[f[0]][f[1]].push_back(std::stod(f[4]));
     } catch (const std::exception&) {
-      throw std::runtime_error("'" + scores_path + "': malformed score in line '" + line + "'");
+      throw std::runtime_error(fmt::format("'{}': record {} has no number as its score", scores_path, record));
     }
   }
   std::vector<std::string> methods;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -109,6 +110,21 @@ std::vector<std::string> csv_fields(const std::string& line) {
     }
   }
   return out;
+}
+
+bool read_csv_record(std::istream& in, std::vector<std::string>& fields, const std::string& what) {
+  std::string record, line;
+  if (!std::getline(in, record)) return false;
+  // An odd count of quotes so far means a quoted field is still open: its line break is data.
+  auto quotes = std::count(record.begin(), record.end(), '"');
+  while (quotes % 2 != 0) {
+    if (!std::getline(in, line)) throw std::runtime_error("'" + what + "': the file ends inside a quoted field");
+    quotes += std::count(line.begin(), line.end(), '"');
+    record += '\n';
+    record += line;
+  }
+  fields = csv_fields(record);
+  return true;
 }
 
 }  // namespace nordf

@@ -3,6 +3,7 @@
 /// Crash-safe file output: everything libnordf writes goes through a temp file + rename.
 
 #include <functional>
+#include <istream>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -27,6 +28,11 @@ std::string csv_field(const std::string& text);
 
 /// The fields of one CSV line written with `csv_field`.
 std::vector<std::string> csv_fields(const std::string& line);
+
+/// Reads the next CSV record of `in` into `fields`: one line, or several where a quoted field
+/// holds a line break. Returns false at the end of the stream. Throws `std::runtime_error` naming
+/// `what` (the file) when the stream ends inside a quoted field.
+bool read_csv_record(std::istream& in, std::vector<std::string>& fields, const std::string& what);
 
 }  // namespace nordf
 

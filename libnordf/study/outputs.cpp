@@ -5,6 +5,7 @@
 #include <libnordf/report/plots.h>
 #include <libnordf/study/study.h>
 
+#include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -72,14 +73,18 @@ std::map<std::string, std::vector<double>> read_scores(const std::string& path, 
   std::map<std::string, std::vector<double>> out;
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read '" + path + "'");
-  std::string line;
-  std::getline(in, line);
-  const std::string prefix = method + ",";
-  while (std::getline(in, line)) {
-    if (line.compare(0, prefix.size(), prefix) != 0) continue;
-    const auto f = csv_fields(line);  // method, set, index, is_ood, score
-    if (f.size() != 5) throw std::runtime_error("'" + path + "': malformed line '" + line + "'");
-    out[f[1]].push_back(std::stod(f[4]));
+  std::vector<std::string> f;  // method, set, index, is_ood, score (a set name may hold line breaks)
+  read_csv_record(in, f, path);
+  int64_t record = 1;
+  while (read_csv_record(in, f, path)) {
+    ++record;
+    if (f.size() != 5) throw std::runtime_error(fmt::format("'{}': record {} has {} fields, not 5", path, record, f.size()));
+    if (f[0] != method) continue;
+    try {
+      out[f[1]].push_back(std::stod(f[4]));
+    } catch (const std::exception&) {
+      throw std::runtime_error(fmt::format("'{}': record {} has no number as its score", path, record));
+    }
   }
   return out;
 }
@@ -103,13 +108,18 @@ std::vector<EmbeddingPoint> read_embedding(const std::string& path) {
   std::vector<EmbeddingPoint> out;
   std::ifstream in(path);
   if (!in) return out;
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line)) {
-    auto f = csv_fields(line);
+  std::vector<std::string> f;  // set, label, cls_x, cls_y, sim_x, sim_y
+  read_csv_record(in, f, path);
+  int64_t record = 1;
+  while (read_csv_record(in, f, path)) {
+    ++record;
     while (f.size() < 6) f.emplace_back();
     auto num = [](const std::string& t) { return t.empty() ? kNaN : std::stod(t); };
-    out.push_back({f[0], std::stoll(f[1]), num(f[2]), num(f[3]), num(f[4]), num(f[5])});
+    try {
+      out.push_back({f[0], std::stoll(f[1]), num(f[2]), num(f[3]), num(f[4]), num(f[5])});
+    } catch (const std::exception&) {
+      throw std::runtime_error(fmt::format("'{}': record {} is not a set name, a label and coordinates", path, record));
+    }
   }
   return out;
 }

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "test_util.h"
 
@@ -28,6 +29,26 @@ TEST_CASE("CSV fields quote commas and quotes and read back", "[core]") {
   for (const auto& f : fields) line += (line.empty() ? "" : ",") + nordf::csv_field(f);
   CHECK(nordf::csv_fields(line) == fields);
   CHECK(nordf::csv_fields("a,,b,") == std::vector<std::string>{"a", "", "b", ""});
+}
+
+TEST_CASE("CSV records read back whole when a quoted field holds line breaks", "[core]") {
+  const std::vector<std::vector<std::string>> records{
+      {"method", "split"}, {"msp", "two\nlines"}, {"energy", "crlf\r\nname, \"quoted\""}, {"knn", "plain"}};
+  std::string text;
+  for (const auto& r : records) text += nordf::csv_field(r[0]) + "," + nordf::csv_field(r[1]) + "\n";
+  std::istringstream in(text);
+  std::vector<std::vector<std::string>> back;
+  std::vector<std::string> fields;
+  while (nordf::read_csv_record(in, fields, "scores.csv")) back.push_back(fields);
+  CHECK(back == records);
+  // The last record needs no line break; a quote left open names the file.
+  std::istringstream last("a,b\nc,\"d\ne\"");
+  REQUIRE(nordf::read_csv_record(last, fields, "x.csv"));
+  REQUIRE(nordf::read_csv_record(last, fields, "x.csv"));
+  CHECK(fields == std::vector<std::string>{"c", "d\ne"});
+  CHECK_FALSE(nordf::read_csv_record(last, fields, "x.csv"));
+  std::istringstream open("a,\"b\nc\n");
+  REQUIRE_THROWS_WITH(nordf::read_csv_record(open, fields, "x.csv"), "'x.csv': the file ends inside a quoted field");
 }
 
 TEST_CASE("write_file_atomic replaces whole files and leaves no temporaries", "[core]") {

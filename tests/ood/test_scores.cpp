@@ -181,6 +181,20 @@ TEST_CASE("evaluator scores every method on every set and writes its files", "[o
   auto cj = nlohmann::json::parse(nordf::read_file(out + "/ood/metrics.json"));
   CHECK(cj["methods"]["msp"]["set-2"]["num_ood"] == 8);
   CHECK(cj["methods"]["msp"]["near_mean"]["num_ood"] == 16);
+
+  // Set names come from folder names: a line break or a quote in one stays inside its CSV field.
+  split.ood = {{"two\nlines, \"quoted\"", true, make(10, 2, 3, 4)}};
+  nordf::ood::evaluate(model, split, o);
+  std::ifstream scores(out + "/ood/scores.csv");
+  std::vector<std::string> f;
+  REQUIRE(nordf::read_csv_record(scores, f, "scores.csv"));
+  CHECK(f == std::vector<std::string>{"method", "split", "index", "is_ood", "score"});
+  std::map<std::string, int> per_set;
+  while (nordf::read_csv_record(scores, f, "scores.csv")) {
+    REQUIRE(f.size() == 5);
+    ++per_set[f[1]];
+  }
+  CHECK(per_set == std::map<std::string, int>{{"id_test", 12}, {"two\nlines, \"quoted\"", 10}});
 }
 
 TEST_CASE("ODIN perturbs the input through the model", "[ood]") {
