@@ -14,6 +14,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <set>
 #include <stdexcept>
 
 namespace nordf::report {
@@ -21,6 +22,18 @@ namespace nordf::report {
 namespace fs = std::filesystem;
 
 namespace {
+
+/// Text as PLplot should draw it: '#' starts PLplot's escape sequences (doubled, it is a '#'), and
+/// a control character (a line break in a folder's name) would overprint the plot: a space.
+std::string shown(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '#') out += "##";
+    else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) out += ' ';
+    else out += c;
+  }
+  return out;
+}
 
 // PLplot keeps global state per stream; one plot at a time.
 std::mutex& plplot_mutex() {
@@ -125,7 +138,7 @@ void legend_entries(const std::vector<std::string>& labels, bool markers, double
       plline(2, lx, ly);
     }
     plcol0(15);
-    plptex(0.17, y, 1, 0, 0, labels[i].c_str());
+    plptex(0.17, y, 1, 0, 0, shown(labels[i]).c_str());
   }
 }
 
@@ -172,7 +185,7 @@ void line_plot(const std::string& path, const std::vector<Series>& series, const
   plcol0(15);
   plwind(x0, x1, o.ymin < o.ymax ? y0 : y0 - pad, o.ymin < o.ymax ? y1 : y1 + pad);
   plbox("bcnstg", 0, 0, "bcnstvg", 0, 0);
-  pllab(o.xlabel.c_str(), o.ylabel.c_str(), o.title.c_str());
+  pllab(shown(o.xlabel).c_str(), shown(o.ylabel).c_str(), shown(o.title).c_str());
   for (size_t i = 0; i < series.size(); ++i) {
     const auto& sr = series[i];
     if (!sr.lo.empty() && sr.lo.size() == sr.x.size() && sr.hi.size() == sr.x.size() && sr.x.size() == 1) {
@@ -263,7 +276,7 @@ void category_plot(const std::string& path, const std::vector<std::string>& cate
   plcol0(15);
   plwind(-0.5, n - 0.5, y0 - pad, y1 + pad);
   plbox("bc", 1, 0, "bcnstvg", 0, 0);
-  pllab("", o.ylabel.c_str(), o.title.c_str());
+  pllab("", shown(o.ylabel).c_str(), shown(o.title).c_str());
   const double width = 0.5, step = series.size() > 1 ? width / static_cast<double>(series.size() - 1) : 0;
   for (size_t k = 0; k < series.size(); ++k) {
     plcol0(static_cast<PLINT>(1 + k % kColours));
@@ -281,7 +294,7 @@ void category_plot(const std::string& path, const std::vector<std::string>& cate
   // Category names below each position, written vertically, ending at the axis.
   plcol0(15);
   for (size_t i = 0; i < categories.size(); ++i)
-    plmtex("bv", 0.7, (static_cast<double>(i) + 0.5) / n, 1.0, categories[i].c_str());
+    plmtex("bv", 0.7, (static_cast<double>(i) + 0.5) / n, 1.0, shown(categories[i]).c_str());
   legend_entries(labels, true, right + 0.02, 0.99, bottom, 0.9);
   canvas.finish();
 }
@@ -316,7 +329,7 @@ void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& pane
     plwind(x0 - px, x1 + px, y0 - py, y1 + py);
     plcol0(15);
     plbox("bcnst", 0, 0, "bcnstv", 0, 0);
-    pllab(panel.xlabel.c_str(), panel.ylabel.c_str(), panel.title.c_str());
+    pllab(shown(panel.xlabel).c_str(), shown(panel.ylabel).c_str(), shown(panel.title).c_str());
     for (size_t k = 0; k < panel.groups.size(); ++k) {
       const auto& g = panel.groups[k];
       if (g.x.empty()) continue;
@@ -333,7 +346,7 @@ void scatter_plot(const std::string& path, const std::vector<ScatterPanel>& pane
     plwind(0, 1, 0, 1);
     plcol0(15);
     plschr(0, 1.2);
-    plptex(0.5, 0.4, 1, 0, 0.5, o.title.c_str());
+    plptex(0.5, 0.4, 1, 0, 0.5, shown(o.title).c_str());
     plschr(0, 1.0);
   }
   canvas.finish();
@@ -437,12 +450,36 @@ std::vector<std::string> plot_history(const std::vector<EpochRecord>& history, c
   return files;
 }
 
+namespace {
+
+/// A set name as part of a file name: set names come from folder names, which may hold line
+/// breaks or other control characters; those and path separators become '_', and a long name is
+/// cut (at a UTF-8 character boundary) to fit a 255-byte file name. A name that becomes another's
+/// (a_b and a<newline>b) gets a suffix, so that no plot overwrites another.
+std::string file_name_part(const std::string& name, std::set<std::string>& taken) {
+  std::string s = name;
+  if (s.size() > 200) {
+    size_t cut = 200;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+    s.resize(cut);
+  }
+  for (auto& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f || c == '/' || c == '\\') c = '_';
+  std::string out = s;
+  for (int k = 2; !taken.insert(out).second; ++k) out = s + "-" + std::to_string(k);
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::string> plot_ood(const ood::Report& report, const std::vector<std::string>& methods,
                                   const std::string& dir) {
   for (const auto& m : methods)
     if (!report.scores.count(m)) throw std::invalid_argument("plot_ood: the report has no scores for method '" + m + "'");
   std::vector<std::string> files;
+  std::set<std::string> taken;
   for (const auto& set : report.ood_sets) {
+    const std::string file = "roc-" + file_name_part(set, taken);
     std::vector<Series> curves;
     for (const auto& m : methods) {
       const auto& id = report.scores.at(m).at("id_test");
@@ -465,7 +502,7 @@ std::vector<std::string> plot_ood(const ood::Report& report, const std::vector<s
       o.ylabel = "true positive rate (OOD caught)";
       o.ymin = 0;
       o.ymax = 1;
-      files.push_back((fs::path(dir) / ("roc-" + set + ext)).string());
+      files.push_back((fs::path(dir) / (file + ext)).string());
       line_plot(files.back(), curves, o);
     }
   }
