@@ -409,12 +409,29 @@ bool is_image_file(const fs::path& p) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
 }
 
+/// Hidden entries (".ipynb_checkpoints", macOS's "._name.jpg" metadata) are neither classes nor
+/// images.
+bool is_hidden(const fs::path& p) { return p.filename().string().rfind('.', 0) == 0; }
+
 std::vector<std::string> list_images(const fs::path& dir) {
   std::vector<std::string> out;
   for (auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && is_image_file(e.path())) out.push_back(e.path().string());
+    if (e.is_regular_file() && !is_hidden(e.path()) && is_image_file(e.path())) out.push_back(e.path().string());
   std::sort(out.begin(), out.end());
   return out;
+}
+
+/// "class folder 'DIR' holds no images", with what it holds instead, if anything.
+std::string no_images(const fs::path& dir) {
+  std::vector<std::string> others;
+  for (auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file() && !is_hidden(e.path())) others.push_back(e.path().filename().string());
+  std::sort(others.begin(), others.end());
+  std::string s = "class folder '" + dir.string() + "' holds no images";
+  if (!others.empty())
+    s += " (.jpg, .jpeg, .png or .bmp): " + std::to_string(others.size()) + " other file" +
+         (others.size() == 1 ? "" : "s") + ", such as '" + others.front() + "'";
+  return s;
 }
 
 /// Drops files that do not decode, when asked; records them.
@@ -442,7 +459,7 @@ std::shared_ptr<ImageDataset> folder_dataset(const std::string& root, std::vecto
   if (!fs::is_directory(root)) throw std::runtime_error("image folder '" + root + "' does not exist");
   std::vector<std::string> classes;
   for (auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) classes.push_back(e.path().filename().string());
+    if (e.is_directory() && !is_hidden(e.path())) classes.push_back(e.path().filename().string());
   std::sort(classes.begin(), classes.end());
   std::vector<std::string> paths;
   std::vector<int64_t> labels;
@@ -460,8 +477,7 @@ std::shared_ptr<ImageDataset> folder_dataset(const std::string& root, std::vecto
   } else {
     for (size_t c = 0; c < classes.size(); ++c) {
       auto files = list_images(fs::path(root) / classes[c]);
-      if (files.empty())
-        throw std::runtime_error("class folder '" + (fs::path(root) / classes[c]).string() + "' holds no images");
+      if (files.empty()) throw std::runtime_error(no_images(fs::path(root) / classes[c]));
       for (auto& f : files) {
         paths.push_back(f);
         labels.push_back(static_cast<int64_t>(c));

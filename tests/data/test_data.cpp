@@ -168,6 +168,21 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
   fs::create_directories(dir + "/id/empty_class");
   REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o), Catch::Contains("empty_class' holds no images"));
   fs::remove(dir + "/id/empty_class");
+  // A class folder of images in a format it cannot read says what it found.
+  nordf::write_file_atomic(dir + "/id/scans/a.tif", std::string("II*"));
+  nordf::write_file_atomic(dir + "/id/scans/b.tif", std::string("II*"));
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o),
+                      Catch::Contains("scans' holds no images (.jpg, .jpeg, .png or .bmp): 2 other files, such as 'a.tif'"));
+  fs::remove_all(dir + "/id/scans");
+  // Hidden entries (names starting with '.': editor and OS metadata such as .ipynb_checkpoints or
+  // macOS's ._ files) are neither classes nor images.
+  write_png(dir + "/id/.ipynb_checkpoints/0.png", 0.1f);
+  nordf::write_file_atomic(dir + "/id/class1/._0.png", std::string("\0\5\26\7 AppleDouble"));
+  auto hidden = nordf::image_folder_split(dir + "/id", "", {}, o);
+  CHECK(hidden.class_names == std::vector<std::string>{"class0", "class1", "class2"});
+  CHECK(hidden.train->size() + hidden.val->size() + hidden.test->size() == 30);
+  fs::remove_all(dir + "/id/.ipynb_checkpoints");
+  fs::remove(dir + "/id/class1/._0.png");
   REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/missing", "", {}, o), Catch::Contains("does not exist"));
 
   // Folders named like numbers are chosen by name; a number that names no folder is an index.
