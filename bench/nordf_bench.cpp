@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 
@@ -316,21 +317,24 @@ int run(int argc, char** argv) {
   double crop_scale_min = -1, rotation = -1;
   app.add_option("--measure", measure, "step, eval, data, sgemm or depthwise")
       ->check(CLI::IsMember({"step", "eval", "data", "sgemm", "depthwise"}));
-  app.add_option("--steps", steps, "timed steps (step)")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", warmup, "untimed steps first (step)")->check(CLI::NonNegativeNumber);
+  // Counts. CLI11 would clamp a value beyond 64 bits to the limit: the range check comes first.
+  auto count = [&](const std::string& name, int64_t& value, const std::string& help, int64_t min) {
+    app.add_option(name, value, help)->check(nordf::app::int64_range())->check(CLI::Range(min, INT64_MAX));
+  };
+  count("--steps", steps, "timed steps (step)", 1);
+  count("--warmup", warmup, "untimed steps first (step)", 0);
   app.add_flag("--breakdown", breakdown, "also time the backbone and the decoder alone (step)");
   app.add_flag("--channels-last", channels_last, "convolution weights and inputs in channels-last memory format (step)");
   app.add_option("--profile", profile, "write LibTorch's operator trace of one more step or evaluation to this file (step, eval)");
-  app.add_option("--blas-threads", blas_threads, "OpenBLAS threads (the apps use 1)")->check(CLI::PositiveNumber);
-  app.add_option("--eval-images", eval_images, "images in each of the four evaluation sets (eval)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--repeats", repeats, "timed repetitions (eval, sgemm, depthwise)")->check(CLI::PositiveNumber);
+  count("--blas-threads", blas_threads, "OpenBLAS threads (the apps use 1)", 1);
+  count("--eval-images", eval_images, "images in each of the four evaluation sets (eval)", 1);
+  count("--repeats", repeats, "timed repetitions (eval, sgemm, depthwise)", 1);
   app.add_option("--data-dir", data_dir, "an image folder, ROOT/<class>/<image> (data)");
-  app.add_option("--data-epochs", data_epochs, "timed epochs after a warm-up epoch (data)")->check(CLI::PositiveNumber);
+  count("--data-epochs", data_epochs, "timed epochs after a warm-up epoch (data)", 1);
   app.add_option("--crop-scale-min", crop_scale_min, "data.crop_scale_min: random-resized-crop lower area bound (data)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--rotation", rotation, "data.rotation: maximum rotation in degrees (data)")->check(CLI::Range(0.0, 180.0));
-  app.add_option("--sgemm-size", sgemm_size, "matrix size (sgemm)")->check(CLI::PositiveNumber);
+  count("--sgemm-size", sgemm_size, "matrix size (sgemm)", 1);
   nordf::app::refuse_options_as_values(app);
   try {
     app.parse(argc, argv);

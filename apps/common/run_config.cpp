@@ -49,6 +49,19 @@ json read_json(const std::string& path) {
   }
 }
 
+const CLI::Validator& int64_range() {
+  static const CLI::Validator check(
+      [](std::string& v) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        std::strtoll(v.c_str(), &end, 10);
+        if (errno == ERANGE) return "'" + v + "' is out of range (at most " + std::to_string(INT64_MAX) + " in magnitude)";
+        return {};
+      },
+      "", "int64");
+  return check;
+}
+
 namespace {
 
 /// Where ConfigFlags' constructor adds flags: the app, the setters, and the flags to leave out.
@@ -59,24 +72,13 @@ struct FlagSink {
   bool skipped(const std::string& name) const { return std::find(skip.begin(), skip.end(), name) != skip.end(); }
 };
 
-/// CLI11 (2.1) clamps an integer out of the 64-bit range to its limit; refuse it instead.
-const CLI::Validator kInt64Range(
-    [](std::string& v) -> std::string {
-      errno = 0;
-      char* end = nullptr;
-      std::strtoll(v.c_str(), &end, 10);
-      if (errno == ERANGE) return "'" + v + "' is out of range (at most " + std::to_string(INT64_MAX) + " in magnitude)";
-      return {};
-    },
-    "", "int64");
-
 template <typename T>
 void flag(FlagSink& sink, const std::string& name, const std::string& pointer, const std::string& help,
           std::function<void(CLI::Option*)> extra = {}) {
   if (sink.skipped(name)) return;
   auto value = std::make_shared<T>();
   CLI::Option* opt = sink.app.add_option(name, *value, help);
-  if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, std::vector<int64_t>>) opt->check(kInt64Range);
+  if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, std::vector<int64_t>>) opt->check(int64_range());
   if (extra) extra(opt);
   sink.setters.push_back([opt, value, pointer](json& config) {
     if (opt->count() > 0) config[json::json_pointer(pointer)] = *value;

@@ -41,6 +41,10 @@ void add_version_flag(CLI::App& app);
 /// otherwise name the output directory "--print-config". Call after the last option is added.
 void refuse_options_as_values(CLI::App& app);
 
+/// A CLI11 check that refuses an integer beyond the 64-bit range, which CLI11 (2.1) would clamp
+/// to its limit. The configuration flags carry it; apps add it to their own integer options.
+const CLI::Validator& int64_range();
+
 /// Runs an app's main body; any exception becomes one line "<app>: error: <message>" on stderr
 /// (LibTorch's backtrace dropped) and exit code 1.
 int guarded(const std::string& app, const std::function<int()>& body);

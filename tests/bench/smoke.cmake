@@ -31,3 +31,8 @@ execute_process(COMMAND ${BENCH} --measure data RESULT_VARIABLE rc ERROR_VARIABL
 if(rc EQUAL 0 OR NOT err MATCHES "--measure data needs --data-dir")
   message(FATAL_ERROR "--measure data without --data-dir: exit ${rc}, '${err}'")
 endif()
+# A count beyond 64 bits is refused, not clamped to a benchmark that never ends.
+execute_process(COMMAND ${BENCH} --steps 18446744073709551616 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "--steps: '18446744073709551616' is out of range")
+  message(FATAL_ERROR "--steps beyond 64 bits: exit ${rc}, '${out}${err}'")
+endif()
