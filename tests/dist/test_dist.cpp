@@ -268,9 +268,19 @@ TEST_CASE("when a rank dies, the other ends with an error naming it, and Ctrl-C 
   auto args = tiny_run(dir + "/run", 2, 20, 60);
   auto r0 = start(args, rank_env(0, 2, port), dir + "/rank0.log");
   auto r1 = start(args, rank_env(1, 2, port), dir + "/rank1.log");
-  // Once training has run for a while, kill rank 1 without warning.
-  for (int i = 0; i < 600 && read(dir + "/rank0.log").find("train epoch 1/20") == std::string::npos; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Once training has run for a while, kill rank 1 without warning. (Under a loaded CI machine
+  // the two ranks may take long to start: the kill must not land before training does.)
+  auto training = [&](const std::string& log) {
+    for (int i = 0; i < 3000; ++i) {
+      if (read(log).find("train epoch 1/20") != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  const bool started = training(dir + "/rank0.log");
+  if (!started) ::kill(r1.pid, SIGKILL), ::kill(r0.pid, SIGKILL), wait_for(r1), wait_for(r0);
+  INFO(read(dir + "/rank0.log"));
+  REQUIRE(started);
   ::kill(r1.pid, SIGKILL);
   wait_for(r1);
   const auto t0 = std::chrono::steady_clock::now();
@@ -287,8 +297,10 @@ TEST_CASE("when a rank dies, the other ends with an error naming it, and Ctrl-C 
   auto nproc = tiny_run(dir + "/interrupted", 2, 20, 60);
   nproc.insert(nproc.begin() + 1, {"--nproc", "2"});
   auto parent = start(nproc, {}, dir + "/interrupted.log");
-  for (int i = 0; i < 600 && read(dir + "/interrupted.log").find("train epoch 1/20") == std::string::npos; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const bool launched = training(dir + "/interrupted.log");
+  if (!launched) ::kill(parent.pid, SIGINT), wait_for(parent);
+  INFO(read(dir + "/interrupted.log"));
+  REQUIRE(launched);
   ::kill(parent.pid, SIGINT);
   const auto t1 = std::chrono::steady_clock::now();
   CHECK(wait_for(parent) == 130);
