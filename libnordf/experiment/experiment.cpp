@@ -156,6 +156,32 @@ void check_resumable(const json& c, const std::string& checkpoint) {
   }
 }
 
+/// What the configuration asks of its model and reconstruction loss, checked before training
+/// (and, by `check_model_config`, before a study's first run) so that no run fails after it.
+void check_against_model(const json& c, const std::string& config, NordF& model, ReconstructionLoss& recon) {
+  if (c.at("saliency").at("images").get<int64_t>() > 0) {
+    make_cam_layer(config, model);
+    for (const auto& name : c.at("saliency").at("methods").get<std::vector<std::string>>()) {
+      const std::string why = saliency::make_method(name)->unsupported(*model->backbone);
+      if (!why.empty()) throw std::invalid_argument("saliency.methods: " + why);
+    }
+  }
+  if (model->has_reconstruction()) {  // the loss takes reconstructions of this size (a perceptual network may not)
+    const int64_t r = model->recon_size();
+    try {
+      torch::NoGradGuard no_grad;
+      recon.forward(torch::zeros({1, 3, r, r}), torch::zeros({1, 3, r, r}));
+    } catch (const std::exception& e) {
+      std::string why = e.what();
+      why = why.substr(0, why.find('\n'));
+      const auto loss = c.at("train").at("recon_loss").get<std::string>();
+      throw std::invalid_argument(fmt::format("train.recon_loss {}{} cannot take {}-px reconstructions (model.recon_size): {}",
+                                              loss, loss == "perceptual" ? " (" + c.at("train").at("perceptual_network").get<std::string>() + ")" : "",
+                                              r, why));
+    }
+  }
+}
+
 /// What the evaluation after training needs from the split and the model, checked before training
 /// so that a run cannot train for hours and then fail.
 void check_evaluable(const json& c, const OpenSetSplit& split, NordF& model, const LogFn& log) {
@@ -201,6 +227,18 @@ void check_evaluable(const json& c, const OpenSetSplit& split, NordF& model, con
 }
 
 }  // namespace
+
+void check_model_config(const std::string& config) {
+  validate_config(config, "config");
+  auto c = json::parse(config);
+  // The shapes do not depend on trained weights: no weight file is read.
+  c["model"]["backbone_weights"] = "";
+  c["train"]["perceptual_weights"] = "";
+  const auto text = c.dump();
+  auto model = make_model(text, /*num_classes=*/2);
+  auto recon = make_recon_loss(text, {});
+  check_against_model(c, text, model, *recon);
+}
 
 void configure_threads(int64_t threads, int64_t processes) {
   const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
@@ -279,29 +317,9 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
 
     result.model = make_model(result.config, split.num_classes(), log);
     auto& model = result.model;
-    if (c.at("saliency").at("images").get<int64_t>() > 0) {  // fail before training, not after it
-      make_cam_layer(result.config, model);
-      for (const auto& name : c.at("saliency").at("methods").get<std::vector<std::string>>()) {
-        const std::string why = saliency::make_method(name)->unsupported(*model->backbone);
-        if (!why.empty()) throw std::invalid_argument("saliency.methods: " + why);
-      }
-    }
-    check_evaluable(c, split, model, log);
     auto recon = make_recon_loss(result.config, log);
-    if (model->has_reconstruction()) {  // the loss takes reconstructions of this size (a perceptual network may not)
-      const int64_t r = model->recon_size();
-      try {
-        torch::NoGradGuard no_grad;
-        recon->forward(torch::zeros({1, 3, r, r}), torch::zeros({1, 3, r, r}));
-      } catch (const std::exception& e) {
-        std::string why = e.what();
-        why = why.substr(0, why.find('\n'));
-        const auto loss = c.at("train").at("recon_loss").get<std::string>();
-        throw std::invalid_argument(fmt::format("train.recon_loss {}{} cannot take {}-px reconstructions (model.recon_size): {}",
-                                                loss, loss == "perceptual" ? " (" + c.at("train").at("perceptual_network").get<std::string>() + ")" : "",
-                                                r, why));
-      }
-    }
+    check_against_model(c, result.config, model, *recon);
+    check_evaluable(c, split, model, log);
     int64_t params = 0;
     for (auto& p : model->parameters()) params += p.numel();
     log(fmt::format("model: {} backbone, {} px, branch width {}, {} parameters, output {}",

@@ -81,6 +81,15 @@ struct Result {
 /// once OUT exists, the error is first recorded in run.json.
 Result run(const std::string& config, Mode mode, const Hooks& hooks = {});
 
+/// What a configuration asks of its model, checked without its data: the network's shape
+/// (model.*, such as model.recon_size against model.image_size), saliency.cam_layer and
+/// saliency.methods against the backbone (when saliency.images > 0), and the reconstruction loss
+/// against the reconstruction size. `run` makes the same checks before training; a study makes
+/// them for every point before its first run. Builds the model at random initialisation (with 2
+/// placeholder classes; model.backbone_weights and train.perceptual_weights are not read).
+/// Throws `std::invalid_argument` naming the setting.
+void check_model_config(const std::string& config);
+
 /// The status of a run directory, from OUT/run.json.
 struct Status {
   std::string state;  ///< "running", "interrupted", "paused", "finished", "failed", or "" when OUT holds no run.json

@@ -235,10 +235,25 @@ void validate(const Spec& spec, const std::string& where) {
   if (!spec.reference.empty() && !names.count(spec.reference))
     throw std::invalid_argument(where + ": the reference point '" + spec.reference + "' is not in the grid");
   parse_object(spec.base, where + ": base");
+  // Each run's configuration, and then what it asks of its model (which would otherwise fail only
+  // when that run starts, after every earlier run): once per distinct model, saliency and
+  // reconstruction-loss setting.
+  std::set<std::string> models;
   for (const auto& split : split_names(spec))
     for (const auto& p : spec.points) {
       const auto c = variant_config(spec, split, p.name, where);
-      experiment::validate_config(c, where + ": point '" + p.name + "'" + (spec.splits.empty() ? "" : " on split '" + split + "'"));
+      const auto what = where + ": point '" + p.name + "'" + (spec.splits.empty() ? "" : " on split '" + split + "'");
+      experiment::validate_config(c, what);
+      const auto j = json::parse(c);
+      json key = {{"model", j.at("model")}, {"saliency", j.at("saliency")}};
+      for (const auto& [k, v] : j.at("train").items())
+        if (k == "recon_loss" || k.rfind("perceptual_", 0) == 0 || k == "huber_delta") key["train"][k] = v;
+      if (!models.insert(key.dump()).second) continue;
+      try {
+        experiment::check_model_config(c);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(what + ": " + e.what());
+      }
     }
 }
 

@@ -223,6 +223,23 @@ TEST_CASE("bad grids and directories get one clear error", "[study]") {
                       Catch::Contains("point name 'a/b'"));
   REQUIRE_THROWS_WITH(S::read_spec(dir + "/missing.json"), Catch::Contains("does not exist"));
   REQUIRE_THROWS_WITH(S::builtin("huge"), "unknown study 'huge'; known: full, quick");
+  // Settings that are valid alone but not together fail before the first run, not when their run
+  // starts after the others: a reconstruction size the model cannot make, a saliency method the
+  // backbone lacks.
+  REQUIRE_THROWS_WITH(
+      S::read_spec(write("shape.json", R"({"points": [{"name": "a"}, {"name": "big", "config": {"model": {"image_size": 96}}}],
+                                           "splits": [{"name": "s", "config": {}}], "seeds": [1]})")),
+      Catch::Contains("shape.json: point 'big' on split 's': NordF: recon_size 16 must be the feature side times a power of two"));
+  REQUIRE_THROWS_WITH(
+      S::read_spec(write("rollout.json", R"({"points": [{"name": "a", "config": {"saliency": {"images": 2, "methods": ["attention_rollout"]}}}],
+                                             "seeds": [1]})")),
+      Catch::Contains("rollout.json: point 'a': saliency.methods: attention_rollout: needs a vision transformer backbone"));
+  auto shape = tiny_spec();
+  shape.points.push_back({"big", R"({"model": {"image_size": 96}})"});
+  S::Options so;
+  so.out_dir = dir + "/shape";
+  REQUIRE_THROWS_WITH(S::run(shape, so), Catch::Contains("point 'big': NordF: recon_size 16"));
+  CHECK_FALSE(fs::exists(dir + "/shape/runs"));
   // A directory of another study is refused, and nothing in it is touched.
   const auto out = dir + "/study";
   fs::create_directories(out);
