@@ -114,7 +114,9 @@ saliency::Report saliency_stage(const json& c, const std::string& config, NordF&
 std::string describe_split(const OpenSetSplit& split) {
   std::string s = fmt::format("data {}: {} classes, train {} / val {} / test {} images", split.name, split.num_classes(),
                               split.train->size(), split.val->size(), split.test->size());
-  for (const auto& o : split.ood) s += fmt::format(", {} {} ({})", o.near ? "near-OOD" : "far-OOD", o.name, o.data->size());
+  const auto names = ood::ood_set_names(split);  // as the results name them
+  for (size_t i = 0; i < split.ood.size(); ++i)
+    s += fmt::format(", {} {} ({})", split.ood[i].near ? "near-OOD" : "far-OOD", names[i], split.ood[i].data->size());
   return s;
 }
 

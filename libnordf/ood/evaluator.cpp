@@ -116,6 +116,20 @@ nlohmann::json metrics_json(const Metrics& m) {
 
 }  // namespace
 
+std::vector<std::string> ood_set_names(const OpenSetSplit& split) {
+  // Set names key metrics.json, scores.csv and the table.
+  std::set<std::string> taken{"id_test", "near_mean", "far_mean"};
+  std::vector<std::string> names;
+  for (const auto& o : split.ood) {
+    const std::string base = o.name.empty() ? "ood" : o.name;
+    std::string name = base;
+    for (int k = 2; taken.count(name); ++k) name = base + "-" + std::to_string(k);
+    taken.insert(name);
+    names.push_back(name);
+  }
+  return names;
+}
+
 Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions& options) {
   if (split.ood.empty()) throw std::invalid_argument("evaluate: the split has no OOD set");
   Report report;
@@ -167,17 +181,8 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   };
   std::vector<Scored> sets;
   std::vector<std::pair<std::string, std::shared_ptr<ImageDataset>>> eval_sets{{"id_test", split.test}};
-  // Set names key metrics.json, scores.csv and the table: two OOD folders of the same name, or one
-  // named like a key of its own (id_test, near_mean, far_mean), get a suffix instead of
-  // overwriting each other's results.
-  std::set<std::string> taken{"id_test", "near_mean", "far_mean"};
-  for (const auto& o : split.ood) {
-    const std::string base = o.name.empty() ? "ood" : o.name;
-    std::string name = base;
-    for (int k = 2; taken.count(name); ++k) name = base + "-" + std::to_string(k);
-    taken.insert(name);
-    eval_sets.emplace_back(name, o.data);
-  }
+  const auto ood_names = ood_set_names(split);
+  for (size_t i = 0; i < split.ood.size(); ++i) eval_sets.emplace_back(ood_names[i], split.ood[i].data);
   for (size_t s = 0; s < eval_sets.size(); ++s) {
     ImageLoader loader(eval_sets[s].second, lo);
     Inputs in = extract_inputs(model, loader, options.device, agnostic, recon);

@@ -72,6 +72,11 @@ struct Report {
   std::string table() const;
 };
 
+/// The name each OOD set of `split` is reported under, in order: its own name ("ood" if empty),
+/// with a suffix ("-2", "-3", ...) when an earlier set has it or it is a key of the results
+/// (id_test, near_mean, far_mean), so that no set's results overwrite another's.
+std::vector<std::string> ood_set_names(const OpenSetSplit& split);
+
 /// Fits every score on the ID training split (and, for scores that ask, the ID validation split),
 /// scores the ID test split and every OOD set, and computes the metrics. A score that reads a part
 /// the model lacks (no similarity branch, no decoder) or did not train (`untrained`) is skipped and

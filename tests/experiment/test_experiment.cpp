@@ -194,6 +194,25 @@ TEST_CASE("settings the evaluation cannot use fail before training, naming the s
   fails_untrained(nordf_test::work_dir("experiment_empty_val"),
                   {{"data", {{"dataset", "image-folder"}, {"root", small}, {"id_classes", {"a", "b"}}, {"far_ood_root", ""}}}},
                   "data: the validation split of image-folder is empty");
+  // The data line names the OOD sets as the results will (an OOD folder called id_test is
+  // reported as id_test-2).
+  const auto named = nordf_test::work_dir("experiment_ood_names") + "/id_test";
+  fs::create_directories(named);
+  for (int i = 0; i < 2; ++i) nordf::save_png(named + "/" + std::to_string(i) + ".png", torch::rand({3, 8, 8}));
+  std::vector<std::string> lines;
+  E::Hooks hooks;
+  hooks.log = [&](const std::string& l) { lines.push_back(l); };
+  REQUIRE_THROWS(E::run(nordf_test::tiny_run_config(nordf_test::work_dir("experiment_ood_names_run"),
+                                                    {{"data", {{"dataset", "image-folder"}, {"root", small}, {"id_classes", {"a", "b"}},
+                                                               {"ood_root", named}, {"far_ood_root", ""}}}}),
+                        E::Mode::kNew, hooks));
+  bool data_line = false;
+  for (const auto& l : lines)
+    if (l.rfind("data ", 0) == 0) {
+      data_line = true;
+      CHECK_THAT(l, Catch::Contains("near-OOD id_test-2 (2)"));
+    }
+  CHECK(data_line);
   // A reconstruction loss that cannot take the model's reconstructions (16 px, under a perceptual
   // network's 32), and perceptual layers the network lacks.
   fails_untrained(nordf_test::work_dir("experiment_perceptual_size"),

@@ -173,6 +173,7 @@ TEST_CASE("evaluator scores every method on every set and writes its files", "[o
   o.methods = {"msp"};
   auto clash = nordf::ood::evaluate(model, split, o);
   CHECK(clash.ood_sets == std::vector<std::string>{"set", "set-2", "near_mean-2"});
+  CHECK(nordf::ood::ood_set_names(split) == clash.ood_sets);
   const auto& msp = clash.methods.at(0);
   CHECK(msp.splits.at("set").num_ood == 10);
   CHECK(msp.splits.at("set-2").num_ood == 8);
