@@ -423,14 +423,22 @@ std::vector<std::string> list_images(const fs::path& dir) {
 
 /// "class folder 'DIR' holds no images", with what it holds instead, if anything.
 std::string no_images(const fs::path& dir) {
-  std::vector<std::string> others;
-  for (auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && !is_hidden(e.path())) others.push_back(e.path().filename().string());
-  std::sort(others.begin(), others.end());
+  std::vector<std::string> files, folders;
+  for (auto& e : fs::directory_iterator(dir)) {
+    if (is_hidden(e.path())) continue;
+    if (e.is_directory()) folders.push_back(e.path().filename().string());
+    else if (e.is_regular_file()) files.push_back(e.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  std::sort(folders.begin(), folders.end());
+  auto some = [](const std::vector<std::string>& v, const std::string& what) {
+    return std::to_string(v.size()) + " " + what + (v.size() == 1 ? "" : "s") + ", such as '" + v.front() + "'";
+  };
   std::string s = "class folder '" + dir.string() + "' holds no images";
-  if (!others.empty())
-    s += " (.jpg, .jpeg, .png or .bmp): " + std::to_string(others.size()) + " other file" +
-         (others.size() == 1 ? "" : "s") + ", such as '" + others.front() + "'";
+  if (!files.empty() || !folders.empty()) s += " (.jpg, .jpeg, .png or .bmp)";
+  if (!files.empty()) s += ": " + some(files, "other file");
+  if (!folders.empty())
+    s += std::string(files.empty() ? ": " : "; ") + some(folders, "subfolder") + " (a class's images are not searched for in subfolders)";
   return s;
 }
 

@@ -174,6 +174,11 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
   REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o),
                       Catch::Contains("scans' holds no images (.jpg, .jpeg, .png or .bmp): 2 other files, such as 'a.tif'"));
   fs::remove_all(dir + "/id/scans");
+  write_png(dir + "/id/nested/inner/0.png", 0.4f);
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o),
+                      Catch::Contains("nested' holds no images (.jpg, .jpeg, .png or .bmp): 1 subfolder, such as 'inner' "
+                                      "(a class's images are not searched for in subfolders)"));
+  fs::remove_all(dir + "/id/nested");
   // Hidden entries (names starting with '.': editor and OS metadata such as .ipynb_checkpoints or
   // macOS's ._ files) are neither classes nor images.
   write_png(dir + "/id/.ipynb_checkpoints/0.png", 0.1f);
