@@ -96,6 +96,15 @@ int run_pipeline(int argc, char** argv) {
   if (!config_file.empty()) config = experiment::merge_config(config, read_json(config_file).dump(), config_file);
   if (!resume.empty()) {
     const auto saved = (fs::path(resume) / "config.json").string();
+    if (!fs::exists(saved)) {
+      // A run that failed before it started training leaves run.json alone: nothing to resume.
+      const auto status = experiment::read_status(resume);
+      if (status.state.empty())
+        throw std::invalid_argument("--resume " + resume + ": the directory holds no run (no config.json)");
+      throw std::invalid_argument("--resume " + resume + ": the run " + status.state + " before it started (no config.json" +
+                                  (status.error.empty() ? std::string() : "; its error: " + status.error) +
+                                  "); start it again with --out " + nordf::shell_quoted(resume));
+    }
     config = experiment::merge_config(config, read_json(saved).dump(), saved);
   }
   json c = json::parse(config);

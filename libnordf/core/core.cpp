@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -110,6 +111,16 @@ std::vector<std::string> csv_fields(const std::string& line) {
     }
   }
   return out;
+}
+
+std::string shell_quoted(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::isalnum(c) || (c != 0 && std::strchr("/._-+=:,@%", c) != nullptr);
+  });
+  if (plain) return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
 }
 
 bool read_csv_record(std::istream& in, std::vector<std::string>& fields, const std::string& what) {

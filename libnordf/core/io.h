@@ -29,6 +29,10 @@ std::string csv_field(const std::string& text);
 /// The fields of one CSV line written with `csv_field`.
 std::vector<std::string> csv_fields(const std::string& line);
 
+/// `s` as one POSIX shell word, for commands quoted in messages: as it is when it needs no quoting,
+/// else in single quotes.
+std::string shell_quoted(const std::string& s);
+
 /// Reads the next CSV record of `in` into `fields`: one line, or several where a quoted field
 /// holds a line break. Returns false at the end of the stream. Throws `std::runtime_error` naming
 /// `what` (the file) when the stream ends inside a quoted field.

@@ -62,17 +62,6 @@ class DirectoryLock {
   int fd_ = -1;
 };
 
-/// `s` as one shell word: as it is when it needs no quoting, else in single quotes.
-std::string shell_quoted(const std::string& s) {
-  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
-    return std::isalnum(c) || (c != 0 && std::strchr("/._-+=:,@%", c) != nullptr);
-  });
-  if (plain) return s;
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
