@@ -175,7 +175,8 @@ void check_against_model(const json& c, const std::string& config, NordF& model,
 
 /// What the evaluation after training needs from the split and the model, checked before training
 /// so that a run cannot train for hours and then fail.
-void check_evaluable(const json& c, const OpenSetSplit& split, NordF& model, const LogFn& log) {
+void check_evaluable(const json& c, const std::string& config, const OpenSetSplit& split, NordF& model,
+                     const LogFn& log) {
   // Every ID class is trained on; a class missing from validation or test is only noted.
   const std::pair<const char*, std::shared_ptr<ImageDataset>> parts[] = {
       {"training", split.train}, {"validation", split.val}, {"test", split.test}};
@@ -200,6 +201,23 @@ void check_evaluable(const json& c, const OpenSetSplit& split, NordF& model, con
                                 " has no OOD set to evaluate on: leave some classes out of data.id_classes "
                                 "(--id-classes) or give data.ood_root (--ood-root)");
   auto methods = c.at("ood").at("methods").get<std::vector<std::string>>();
+  if (!methods.empty()) {
+    // Scores that the model lacks a part for, or whose part does not train, are skipped; when
+    // that is every score asked for, the run would train for nothing to evaluate.
+    const auto options = make_eval_options(config);
+    std::string skipped;
+    for (const auto& m : methods) {
+      const auto why = ood::skip_reason(*ood::make_score(m, options.score_options), model, options.untrained);
+      if (why.empty()) {
+        skipped.clear();
+        break;
+      }
+      skipped += (skipped.empty() ? "" : ", ") + m + " (" + why + ")";
+    }
+    if (!skipped.empty())
+      throw std::invalid_argument("ood.methods: every score asked for would be skipped: " + skipped +
+                                  "; choose scores this model evaluates (--ood-methods)");
+  }
   if (methods.empty()) methods = ood::score_names();
   // KNN and ViM read the classification branch; untrained (lambda_cls = 0), they are skipped.
   const bool classifier = c.at("train").at("lambda_cls").get<double>() > 0;
@@ -310,7 +328,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     auto& model = result.model;
     auto recon = make_recon_loss(result.config, log);
     check_against_model(c, result.config, model, *recon);
-    check_evaluable(c, split, model, log);
+    check_evaluable(c, result.config, split, model, log);
     int64_t params = 0;
     for (auto& p : model->parameters()) params += p.numel();
     log(fmt::format("model: {} backbone, {} px, branch width {}, {} parameters, output {}",

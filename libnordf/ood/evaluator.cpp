@@ -116,6 +116,16 @@ nlohmann::json metrics_json(const Metrics& m) {
 
 }  // namespace
 
+std::string skip_reason(const Score& score, NordF& model, unsigned untrained) {
+  const unsigned parts = score.parts();
+  if ((parts & kSimilarity) && !model->has_similarity()) return "the model has no similarity branch";
+  if ((parts & kReconstruction) && !model->has_reconstruction()) return "the model has no decoder";
+  if (parts & untrained & kClassifier) return "the classification branch was not trained (lambda_cls = 0)";
+  if (parts & untrained & kSimilarity) return "the similarity branch was not trained (lambda_sim = 0)";
+  if (parts & untrained & kReconstruction) return "the decoder was not trained (lambda_rec = 0)";
+  return {};
+}
+
 std::vector<std::string> ood_set_names(const OpenSetSplit& split) {
   // Set names key metrics.json, scores.csv and the table.
   std::set<std::string> taken{"id_test", "near_mean", "far_mean"};
@@ -137,13 +147,7 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   std::vector<std::shared_ptr<Score>> scores;
   for (const auto& n : options.methods.empty() ? score_names() : options.methods) {
     auto score = make_score(n, options.score_options);
-    const unsigned parts = score->parts();
-    std::string why;
-    if ((parts & kSimilarity) && !model->has_similarity()) why = "the model has no similarity branch";
-    else if ((parts & kReconstruction) && !model->has_reconstruction()) why = "the model has no decoder";
-    else if (parts & options.untrained & kClassifier) why = "the classification branch was not trained (lambda_cls = 0)";
-    else if (parts & options.untrained & kSimilarity) why = "the similarity branch was not trained (lambda_sim = 0)";
-    else if (parts & options.untrained & kReconstruction) why = "the decoder was not trained (lambda_rec = 0)";
+    const std::string why = skip_reason(*score, model, options.untrained);
     if (!why.empty()) {
       report.skipped.emplace_back(n, why);
       continue;

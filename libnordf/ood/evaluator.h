@@ -72,6 +72,10 @@ struct Report {
   std::string table() const;
 };
 
+/// Why `evaluate` skips `score` for `model` (a part it reads that the model lacks, or that did not
+/// train: `untrained`, as `EvaluatorOptions::untrained`); empty when the score runs.
+std::string skip_reason(const Score& score, NordF& model, unsigned untrained);
+
 /// The name each OOD set of `split` is reported under, in order: its own name ("ood" if empty),
 /// with a suffix ("-2", "-3", ...) when an earlier set has it or it is a key of the results
 /// (id_test, near_mean, far_mean), so that no set's results overwrite another's.

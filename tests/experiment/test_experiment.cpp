@@ -223,6 +223,12 @@ TEST_CASE("settings the evaluation cannot use fail before training, naming the s
                   json::parse(R"({"train": {"recon_loss": "perceptual", "perceptual_network": "convnextv2_atto",
                                             "perceptual_layers": [99]}})"),
                   "train.perceptual_layers: PerceptualLoss: layer 99 does not exist in convnextv2_atto");
+  // Every score asked for is skipped: the run would train with nothing to evaluate.
+  fails_untrained(nordf_test::work_dir("experiment_all_skipped"),
+                  json::parse(R"({"model": {"no_similarity": true}, "train": {"lambda_sim": 0, "lambda_cls": 0},
+                                  "ood": {"methods": ["nordf_sim", "msp"]}})"),
+                  "ood.methods: every score asked for would be skipped: nordf_sim (the model has no similarity branch), "
+                  "msp (the classification branch was not trained (lambda_cls = 0)); choose scores this model evaluates");
   // A KNN that is skipped (untrained classifier) is not checked.
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(nordf_test::work_dir("experiment_knn_skipped"),
                                                    json::parse(R"({"model": {"no_similarity": true},
