@@ -111,7 +111,8 @@ std::string describe_split(const OpenSetSplit& split) {
 
 /// A resumed run keeps the model and the ID classes its checkpoint was trained with: a changed
 /// setting would load weights into a network of another shape, or into classes they were not
-/// trained for. Regularisation settings (drop_path, dropout) and the weights file used at
+/// trained for. ID classes count as the same when they select the same classes in the same order
+/// (by index or by name). Regularisation settings (drop_path, dropout) and the weights file used at
 /// initialisation may change.
 void check_resumable(const json& c, const std::string& checkpoint) {
   json saved;
@@ -135,9 +136,21 @@ void check_resumable(const json& c, const std::string& checkpoint) {
         return false;
     return true;
   };
+  // The same classes selected once by name and once by index: resolved against the dataset (read
+  // only in this case), they are the same ID classes.
+  auto same_classes = [&] {
+    try {
+      json other = c;
+      other["data"]["id_classes"] = saved.at("data").at("id_classes");
+      return make_split(c.dump()).class_names == make_split(other.dump()).class_names;
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
   for (const auto& key : fixed) {
     const json::json_pointer ptr("/" + key);
     if (!saved.contains(ptr) || same(saved.at(ptr), c.at(ptr))) continue;
+    if (key == "data/id_classes" && saved.at("data").at("dataset") == c.at("data").at("dataset") && same_classes()) continue;
     auto dotted = key;
     dotted[dotted.find('/')] = '.';
     throw std::invalid_argument(fmt::format(

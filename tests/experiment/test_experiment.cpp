@@ -110,6 +110,12 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
   const auto chosen = nordf_test::work_dir("experiment_resume_classes");
   E::run(nordf_test::tiny_run_config(chosen, {{"data", {{"id_classes", {0, 1, 2}}}}}), E::Mode::kNew);
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(chosen, {{"data", {{"id_classes", {"0", "1", "2"}}}}}), E::Mode::kEvalOnly));
+  // ... and so are the same classes given by name instead of by index; other classes are not.
+  CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(chosen, {{"data", {{"id_classes", {"T-shirt/top", "Trouser", 2}}}}}),
+                       E::Mode::kEvalOnly));
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(chosen, {{"data", {{"id_classes", {"Trouser", "T-shirt/top", 2}}}}}),
+                             E::Mode::kEvalOnly),
+                      Catch::Contains("data.id_classes = [\"Trouser\",\"T-shirt/top\",2]"));
   // Regularisation may change.
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(out, {{"model", {{"dropout", 0.3}}}}), E::Mode::kEvalOnly));
 }
