@@ -10,6 +10,8 @@ namespace nordf::ood {
 namespace {
 
 torch::Tensor f64(const torch::Tensor& t) { return t.to(torch::kCPU, torch::kDouble); }
+/// −t with +0 where t is ±0 (a distance of 0 scores 0, not −0, in scores.csv).
+torch::Tensor negated(const torch::Tensor& t) { return 0.0 - t; }
 
 void require(const torch::Tensor& t, const char* what, const char* method) {
   if (!t.defined() || t.size(0) == 0)
@@ -54,7 +56,7 @@ class Gen : public Score {
     auto p = torch::softmax(f64(in.logits), 1);
     const int64_t m = std::min<int64_t>(top_, p.size(1));
     auto top = std::get<0>(p.topk(m, 1));
-    return -(top.pow(gamma_) * (1 - top).pow(gamma_)).sum(1);
+    return negated((top.pow(gamma_) * (1 - top).pow(gamma_)).sum(1));
   }
 
  private:
@@ -121,7 +123,7 @@ class Mahalanobis : public Score {
       auto m = (d.mm(precision_) * d).sum(1);
       best = best.defined() ? torch::minimum(best, m) : m;
     }
-    return -best;
+    return negated(best);
   }
 
  private:
@@ -151,7 +153,7 @@ class Knn : public Score {
       // ‖a − b‖² = 2 − 2 a·b for unit vectors.
       auto d2 = (2 - 2 * part.mm(bank_.t())).clamp_min(0);
       auto kth = std::get<0>(d2.topk(k_, 1, /*largest=*/false)).select(1, k_ - 1);
-      out.narrow(0, s, part.size(0)).copy_(-kth.sqrt().to(torch::kDouble));
+      out.narrow(0, s, part.size(0)).copy_(negated(kth.sqrt().to(torch::kDouble)));
     }
     return out;
   }
@@ -250,7 +252,7 @@ class NordfRecon : public Score {
   unsigned parts() const override { return kReconstruction; }
   torch::Tensor score(const Inputs& in) const override {
     require(in.recon_error, "reconstruction errors", "nordf_recon");
-    return -f64(in.recon_error);
+    return negated(f64(in.recon_error));
   }
 };
 
@@ -278,7 +280,7 @@ class NordfSim : public Score {
       auto d = dissimilarity(u, prototypes_[c].unsqueeze(0).expand_as(u), similarity_, temperature_);
       best = best.defined() ? torch::minimum(best, d) : d;
     }
-    return -best.to(torch::kDouble);
+    return negated(best.to(torch::kDouble));
   }
 
  private:

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <fstream>
@@ -95,6 +96,29 @@ TEST_CASE("Mahalanobis and KNN separate far points from Gaussian clusters", "[oo
   nordf::ood::ScoreOptions big;
   big.knn_k = 10000;
   REQUIRE_THROWS_WITH(nordf::ood::make_score("knn", big)->fit({train, {}}, {}), Catch::Contains("knn: k = 10000"));
+}
+
+TEST_CASE("a distance of zero scores +0, not -0 (scores.csv shows 0)", "[ood]") {
+  // A collapsed model: every embedding the same, and a perfect reconstruction.
+  Inputs train;
+  // (Unit vectors on an axis, so that KNN's cosine distance is exactly 0 in float32.)
+  train.embedding = torch::tensor({1.0, 0.0, 0.0}, torch::kDouble).repeat({4, 1});
+  train.labels = torch::tensor({0, 0, 1, 1}, torch::kLong);
+  Inputs in;
+  in.embedding = torch::tensor({1.0, 0.0, 0.0}, torch::kDouble).repeat({2, 1});
+  in.recon_error = torch::zeros({2}, torch::kDouble);
+  nordf::ood::ScoreOptions o;
+  o.knn_k = 1;
+  for (const char* name : {"knn", "mahalanobis", "nordf_recon"}) {
+    INFO(name);
+    auto s = nordf::ood::make_score(name, o);
+    s->fit({train, {}}, {});
+    auto v = s->score(in).to(torch::kDouble).contiguous();
+    for (int64_t i = 0; i < v.size(0); ++i) {
+      CHECK(v[i].item<double>() == 0.0);
+      CHECK_FALSE(std::signbit(v[i].item<double>()));
+    }
+  }
 }
 
 TEST_CASE("registry lists every method and rejects unknown ones", "[ood]") {
