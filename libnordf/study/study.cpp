@@ -435,7 +435,7 @@ Stat stat_of(const std::vector<double>& v) {
   for (double d : x) s.mean += d / static_cast<double>(x.size());
   double ss = 0;
   for (double d : x) ss += (d - s.mean) * (d - s.mean);
-  s.sd = x.size() > 1 ? std::sqrt(ss / static_cast<double>(x.size() - 1)) : 0.0;
+  s.sd = x.size() > 1 ? std::sqrt(ss / static_cast<double>(x.size() - 1)) : kNaN;
   return s;
 }
 
@@ -655,11 +655,19 @@ Summary summarize(const std::string& out_dir) {
       c.far_auroc = stat_of(df);
       c.id_accuracy = stat_of(da);
       // The noise a difference must exceed: the larger seed sd of either point, or of the paired
-      // differences themselves.
-      c.near_spread = std::max({mine.near_auroc.sd, theirs.near_auroc.sd, c.near_auroc.sd});
-      c.far_spread = std::max({mine.far_auroc.sd, theirs.far_auroc.sd, c.far_auroc.sd});
-      c.accuracy_spread = std::max({row.id_accuracy.sd, ref_row->id_accuracy.sd, c.id_accuracy.sd});
-      auto beyond = [](const Stat& d, double spread) { return d.n >= 2 && std::isfinite(d.mean) && std::abs(d.mean) > spread; };
+      // differences themselves (NaN when none is defined: fewer than 2 seeds).
+      auto largest = [](std::initializer_list<double> sds) {
+        double m = kNaN;
+        for (double v : sds)
+          if (std::isfinite(v) && !(v <= m)) m = v;
+        return m;
+      };
+      c.near_spread = largest({mine.near_auroc.sd, theirs.near_auroc.sd, c.near_auroc.sd});
+      c.far_spread = largest({mine.far_auroc.sd, theirs.far_auroc.sd, c.far_auroc.sd});
+      c.accuracy_spread = largest({row.id_accuracy.sd, ref_row->id_accuracy.sd, c.id_accuracy.sd});
+      auto beyond = [](const Stat& d, double spread) {
+        return d.n >= 2 && std::isfinite(d.mean) && std::isfinite(spread) && std::abs(d.mean) > spread;
+      };
       c.near_beyond_noise = beyond(c.near_auroc, c.near_spread);
       c.far_beyond_noise = beyond(c.far_auroc, c.far_spread);
       c.accuracy_beyond_noise = beyond(c.id_accuracy, c.accuracy_spread);

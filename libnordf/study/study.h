@@ -80,7 +80,8 @@ struct Options {
   const std::atomic<bool>* stop = nullptr;
 };
 
-/// Mean and sample standard deviation over seeds (sd = 0 for one value, NaN for none).
+/// Mean and sample standard deviation (n − 1) over seeds: sd is NaN for fewer than 2 values (null
+/// in summary.json), the mean NaN for none.
 struct Stat {
   double mean = 0, sd = 0;
   int64_t n = 0;
@@ -125,7 +126,8 @@ struct Comparison {
   std::string split, point;
   std::string method, reference_method;  ///< the point's and the reference's best scores (NORD-F's or a baseline)
   Stat near_auroc, far_auroc, id_accuracy;   ///< paired differences
-  /// The noise to exceed: the largest of the two points' seed sds and the sd of the differences.
+  /// The noise to exceed: the largest of the two points' seed sds and the sd of the differences
+  /// (NaN when none is defined).
   double near_spread = NAN, far_spread = NAN, accuracy_spread = NAN;
   /// |mean Δ| > spread with at least 2 paired seeds.
   bool near_beyond_noise = false, far_beyond_noise = false, accuracy_beyond_noise = false;
