@@ -15,10 +15,14 @@ struct CurveOptions {
   /// What removed pixels become: "zero" (0 in normalised space: the ImageNet mean colour), "mean" (the
   /// image's own per-channel mean) or "blur" (a 9×9 box-blurred copy).
   std::string baseline = "zero";
+  /// Pixels of equal |map| (Grad-CAM's ReLU zeros, a map upsampled from a coarse grid) are taken
+  /// in a random order drawn from this seed, the same for every image and call, so that ties
+  /// favour no region of the image.
+  uint64_t tie_seed = 0;
 };
 
 /// Deletion and insertion curves (Petsiuk et al., "RISE", BMVC 2018): pixels are ranked by
-/// |map| (descending); deletion replaces the top k/steps fraction with the baseline, insertion
+/// |map| (descending; ties in the seeded order of `CurveOptions::tie_seed`); deletion replaces the top k/steps fraction with the baseline, insertion
 /// starts from the baseline and restores them. Each curve holds the target (its own units,
 /// mean over images) at fractions 0, 1/steps, …, 1; the AUCs are trapezoid areas over [0, 1].
 /// A faithful map has a low deletion AUC and a high insertion AUC.

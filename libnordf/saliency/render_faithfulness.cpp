@@ -1,6 +1,8 @@
 #include <libnordf/saliency/faithfulness.h>
 #include <libnordf/saliency/render.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <limits>
 #include <numeric>
 #include <stdexcept>
@@ -127,7 +129,12 @@ Faithfulness deletion_insertion(Target& target, const torch::Tensor& images, con
     throw std::invalid_argument("deletion_insertion: unknown baseline '" + o.baseline + "'; known: zero, mean, blur");
   }
   const int64_t n = images.size(0), hw = images.size(2) * images.size(3);
-  auto order = maps.abs().reshape({n, hw}).argsort(1, /*descending=*/true);
+  // Descending |map|, ties in a seeded random order: a stable sort of the pixels taken in a
+  // random permutation, mapped back to pixel indices.
+  auto gen = at::detail::createCPUGenerator(o.tie_seed);
+  auto perm = torch::randperm(hw, gen, torch::dtype(torch::kLong)).to(maps.device());
+  auto shuffled = maps.detach().abs().reshape({n, hw}).index_select(1, perm);
+  auto order = perm.index({std::get<1>(shuffled.sort(/*stable=*/true, 1, /*descending=*/true))});
   Faithfulness f;
   for (int64_t k = 0; k <= o.steps; ++k) {
     const int64_t count = hw * k / o.steps;

@@ -246,6 +246,32 @@ TEST_CASE("deletion AUC is lower for the true map than for a random map", "[sali
                       Catch::Contains("unknown baseline 'noise'"));
 }
 
+TEST_CASE("deletion and insertion break ties in a seeded random order, not in raster order", "[saliency]") {
+  // A target that reads only the top half of the image, explained by a constant map: the map
+  // ranks no pixel above another, so no region may go first. In raster order the top half would
+  // be gone at k = K/2 (deletion 0); in a random order about half of it is.
+  struct TopHalf : nordf::saliency::Target {
+    torch::Tensor features(const torch::Tensor& x) override { return x.narrow(2, 0, x.size(2) / 2); }
+    torch::Tensor from_features(const torch::Tensor& f) override { return (f * f).sum({1, 2, 3}); }
+  } target;
+  auto x = torch::ones({2, 3, 32, 32});
+  auto flat = torch::ones({2, 1, 32, 32});
+  nordf::saliency::CurveOptions o;
+  o.steps = 4;
+  auto f = nordf::saliency::deletion_insertion(target, x, flat, o);
+  const double full = f.deletion.front();
+  REQUIRE(full == Approx(3 * 16 * 32));
+  CHECK(f.deletion[2] / full == Approx(0.5).margin(0.08));
+  CHECK(f.insertion[2] / full == Approx(0.5).margin(0.08));
+  CHECK(f.deletion.back() == 0);
+  // The same call gives the same curves, and a map with a strict order is not affected.
+  CHECK(nordf::saliency::deletion_insertion(target, x, flat, o).deletion == f.deletion);
+  auto bottom_first = torch::arange(32.0).view({1, 1, 32, 1}).expand({2, 1, 32, 32}).contiguous();
+  auto g = nordf::saliency::deletion_insertion(target, x, bottom_first, o);
+  CHECK(g.deletion[2] == full);
+  CHECK(g.insertion[2] == 0);
+}
+
 TEST_CASE("model randomisation lowers the rank correlation of a trained toy model's maps", "[saliency]") {
   // Train a tiny NordF classifier for a few steps on a task with a clear spatial cue (a bright
   // square in one of three places), then compare its maps with a re-initialised copy's.
