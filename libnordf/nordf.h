@@ -3,6 +3,7 @@
 /// Umbrella header: everything public in libnordf.
 
 #include <libnordf/core/io.h>
+#include <libnordf/core/json.h>
 #include <libnordf/core/memory.h>
 #include <libnordf/core/registry.h>
 #include <libnordf/core/version.h>

@@ -43,8 +43,8 @@ json read_json(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read '" + path + "'");
   try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
+    return nordf::parse_json(std::string(std::istreambuf_iterator<char>(in), {}));
+  } catch (const nordf::JsonSyntaxError& e) {
     throw std::runtime_error("'" + path + "' is not valid JSON: " + e.what());
   }
 }

@@ -1,4 +1,5 @@
 #include <libnordf/core/io.h>
+#include <libnordf/core/json.h>
 #include <libnordf/core/registry.h>
 
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
 namespace nordf {
@@ -153,6 +155,40 @@ std::string loaded_blas_library() {
     if (found.empty() && path.find("libblas.so") != std::string::npos) found = path;
   }
   return found;
+}
+
+}  // namespace nordf
+
+namespace nordf {
+
+nlohmann::json parse_json(const std::string& text) {
+  using json = nlohmann::json;
+  std::vector<std::set<std::string>> keys;  // the keys seen in each open object
+  const json::parser_callback_t check = [&](int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (depth >= kMaxJsonDepth)
+          throw JsonSyntaxError("arrays and objects are nested more than " + std::to_string(kMaxJsonDepth) + " deep");
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        keys.pop_back();
+        break;
+      case json::parse_event_t::key:
+        if (!keys.back().insert(parsed.get<std::string>()).second)
+          throw JsonSyntaxError("the key '" + parsed.get<std::string>() + "' appears twice in one object");
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  try {
+    return json::parse(text, check);
+  } catch (const json::exception& e) {
+    throw JsonSyntaxError(e.what());
+  }
 }
 
 }  // namespace nordf

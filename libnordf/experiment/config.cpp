@@ -1,3 +1,4 @@
+#include <libnordf/core/json.h>
 #include <libnordf/core/registry.h>
 #include <libnordf/data/sources.h>
 #include <libnordf/experiment/config.h>
@@ -159,8 +160,8 @@ void merge(json& config, const json& patch, const std::string& where, const std:
 
 json parse(const std::string& text, const std::string& where) {
   try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
+    return parse_json(text);
+  } catch (const JsonSyntaxError& e) {
     throw std::invalid_argument(where + ": not valid JSON: " + e.what());
   }
 }

@@ -1,4 +1,5 @@
 #include <libnordf/core/io.h>
+#include <libnordf/core/json.h>
 #include <libnordf/core/memory.h>
 #include <libnordf/core/version.h>
 #include <libnordf/dist/distributed.h>
@@ -117,7 +118,7 @@ std::string describe_split(const OpenSetSplit& split) {
 void check_resumable(const json& c, const std::string& checkpoint) {
   json saved;
   try {
-    saved = json::parse(checkpoint_config(checkpoint));
+    saved = parse_json(checkpoint_config(checkpoint));
   } catch (const std::exception&) {
     // No readable configuration: the trainer's resume reports an unreadable checkpoint (and the
     // run's status records it), and the weights' shapes are checked when they load.
@@ -274,10 +275,12 @@ Status read_status(const std::string& out) {
   Status s;
   if (!fs::exists(path)) return s;
   try {
-    const auto j = json::parse(read_file(path));
+    const auto j = parse_json(read_file(path));
     s.state = j.at("status").get<std::string>();
     s.seconds = j.at("seconds").get<double>();
     if (j.contains("error")) s.error = j.at("error").get<std::string>();
+  } catch (const JsonSyntaxError& e) {
+    throw std::runtime_error("'" + path + "' is not a libnordf run status: " + e.what());
   } catch (const json::exception& e) {
     throw std::runtime_error("'" + path + "' is not a libnordf run status: " + e.what());
   }

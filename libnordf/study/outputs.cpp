@@ -1,5 +1,6 @@
 // The study's written outputs: summary.md, summary.json and the cross-run plots.
 #include <libnordf/core/io.h>
+#include <libnordf/core/json.h>
 #include <libnordf/data/image.h>
 #include <libnordf/ood/metrics.h>
 #include <libnordf/report/plots.h>
@@ -152,16 +153,23 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
     std::vector<report::Series> loss, acc;
     for (const auto* r : rows) {
       const auto runs = finished(sum, split, r->point);
-      loss.push_back(curve(r->point, runs, &RunRecord::val_loss, 1.0));
-      if (runs.front()->classifier_trained) acc.push_back(curve(r->point, runs, &RunRecord::val_accuracy, 100.0));
+      // A point without a finite value in any epoch (no epochs recorded, or every one NaN) has no curve.
+      auto l = curve(r->point, runs, &RunRecord::val_loss, 1.0);
+      if (!l.x.empty()) loss.push_back(std::move(l));
+      if (runs.front()->classifier_trained) {
+        auto a = curve(r->point, runs, &RunRecord::val_accuracy, 100.0);
+        if (!a.x.empty()) acc.push_back(std::move(a));
+      }
     }
     for (const char* ext : {".png", ".svg"}) {
       report::PlotOptions o;
       o.title = "Validation loss, split " + split + " (each point's own total; mean over seeds, band ±1 sd)";
       o.xlabel = "epoch";
       o.ylabel = "total validation loss";
-      files.push_back((plots / ("curves-loss-" + tag + ext)).string());
-      report::line_plot(files.back(), loss, o);
+      if (!loss.empty()) {
+        files.push_back((plots / ("curves-loss-" + tag + ext)).string());
+        report::line_plot(files.back(), loss, o);
+      }
       if (!acc.empty()) {
         o.title = "Validation accuracy, split " + split + " (mean over seeds, band = ±1 sd)";
         o.ylabel = "classification accuracy (%)";
@@ -202,7 +210,7 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
       const auto dir = fs::path(out) / run->id.dir();
       const auto method = best_method(*r);
       if (method.empty()) continue;
-      const auto metrics = json::parse(read_file((dir / "ood" / "metrics.json").string()));
+      const auto metrics = parse_json(read_file((dir / "ood" / "metrics.json").string()));
       const auto near = sets_with_role(metrics, "near");
       if (near.empty()) continue;
       const auto scores = read_scores((dir / "ood" / "scores.csv").string(), method);
@@ -243,7 +251,7 @@ std::vector<std::string> write_outputs(const Summary& sum, const std::string& ou
       const auto dir = fs::path(out) / run->id.dir();
       const auto points = read_embedding((dir / "ood" / "embedding.csv").string());
       if (points.empty()) continue;
-      const auto metrics = json::parse(read_file((dir / "ood" / "metrics.json").string()));
+      const auto metrics = parse_json(read_file((dir / "ood" / "metrics.json").string()));
       const auto classes = metrics.value("id_classes", std::vector<std::string>{});
       const auto near = sets_with_role(metrics, "near"), far = sets_with_role(metrics, "far");
       auto role = [&](const std::string& set) {

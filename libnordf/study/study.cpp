@@ -1,4 +1,5 @@
 #include <libnordf/core/io.h>
+#include <libnordf/core/json.h>
 #include <libnordf/core/registry.h>
 #include <libnordf/study/study.h>
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -27,8 +29,8 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 json parse_object(const std::string& text, const std::string& where) {
   json j;
   try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
+    j = parse_json(text);
+  } catch (const JsonSyntaxError& e) {
     throw std::invalid_argument(where + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw std::invalid_argument(where + ": expected a JSON object");
@@ -92,6 +94,14 @@ Spec spec_from_json(const json& j, const std::string& where) {
                                   "'; known: base, description, name, points, reference, seeds, splits");
   for (const char* required : {"points", "seeds"})
     if (!j.contains(required)) throw std::invalid_argument(where + ": the grid has no \"" + std::string(required) + "\"");
+  if (!j.at("seeds").is_array())
+    throw std::invalid_argument(where + ": seeds: expected an array of non-negative integers, got " +
+                                std::string(j.at("seeds").type_name()));
+  for (const char* field : {"name", "description", "reference"})
+    if (j.contains(field) && !j.at(field).is_string())
+      throw std::invalid_argument(where + ": " + field + ": expected a string, got " + j.at(field).type_name());
+  if (j.contains("base") && !j.at("base").is_object())
+    throw std::invalid_argument(where + ": base: expected an object, got " + std::string(j.at("base").type_name()));
   Spec s;
   try {
     s.name = j.value("name", fs::path(where).stem().string());
@@ -203,8 +213,8 @@ Spec read_spec(const std::string& path) {
   if (!fs::is_regular_file(path)) throw std::runtime_error("grid file '" + path + "' does not exist");
   json j;
   try {
-    j = json::parse(read_file(path));
-  } catch (const json::exception& e) {
+    j = parse_json(read_file(path));
+  } catch (const JsonSyntaxError& e) {
     throw std::invalid_argument("'" + path + "' is not valid JSON: " + e.what());
   }
   auto spec = spec_from_json(j, path);
@@ -319,8 +329,8 @@ void claim_directory(const Spec& spec, const std::string& out) {
   if (fs::exists(manifest)) {
     json theirs;
     try {
-      theirs = json::parse(read_file(manifest));
-    } catch (const json::exception& e) {
+      theirs = parse_json(read_file(manifest));
+    } catch (const JsonSyntaxError& e) {
       throw std::runtime_error("'" + manifest + "' is not a study manifest: " + e.what());
     }
     if (theirs == mine) return;
@@ -449,24 +459,44 @@ std::vector<StepRecord> read_steps(const std::string& path) {
   if (!in) return out;
   std::string line;
   std::getline(in, line);  // header
+  int64_t number = 1;
   while (std::getline(in, line)) {
+    ++number;
     std::istringstream ls(line);
     std::string f;
     std::vector<std::string> v;
     while (std::getline(ls, f, ',')) v.push_back(f);
-    if (v.size() < 11) throw std::runtime_error("'" + path + "': malformed line '" + line + "'");
+    const auto bad = [&] { return std::runtime_error("'" + path + "' line " + std::to_string(number) + ": malformed: '" + line + "'"); };
+    if (v.size() < 11) throw bad();
+    const auto integer = [&](const std::string& t) {
+      size_t used = 0;
+      int64_t x = 0;
+      try {
+        x = std::stoll(t, &used);
+      } catch (const std::exception&) {
+        throw bad();
+      }
+      if (used != t.size()) throw bad();
+      return x;
+    };
+    const auto number_of = [&](const std::string& t) {
+      char* end = nullptr;
+      const double x = std::strtod(t.c_str(), &end);  // "nan", "inf" and out-of-range values as they read
+      if (t.empty() || end != t.c_str() + t.size()) throw bad();
+      return x;
+    };
     StepRecord r;
-    r.epoch = std::stoll(v[0]);
-    r.step = std::stoll(v[1]);
-    r.loss = std::stod(v[2]);
-    r.sim = std::stod(v[3]);
-    r.cls = std::stod(v[4]);
-    r.rec = std::stod(v[5]);
-    r.grad_norm = std::stod(v[6]);
+    r.epoch = integer(v[0]);
+    r.step = integer(v[1]);
+    r.loss = number_of(v[2]);
+    r.sim = number_of(v[3]);
+    r.cls = number_of(v[4]);
+    r.rec = number_of(v[5]);
+    r.grad_norm = number_of(v[6]);
     r.clipped = v[7] == "1";
     r.finite = v[8] == "1";
-    r.grl_weight = std::stod(v[9]);
-    r.lr = std::stod(v[10]);
+    r.grl_weight = number_of(v[9]);
+    r.lr = number_of(v[10]);
     out.push_back(r);
   }
   return out;
@@ -481,26 +511,36 @@ RunRecord read_record(const RunId& id, const std::string& study_dir) {
   r.error = status.error;
   r.seconds = status.seconds;
   if (r.status != "finished") return r;
-  const auto where = [&](const char* file) { return (dir / file).string(); };
-  try {
-    const auto config = json::parse(read_file(where("config.json")));
+  // Each file of a finished run, read and used under its own name in errors.
+  const auto read = [&](const char* file, const auto& use) {
+    const auto path = (dir / file).string();
+    try {
+      use(parse_json(read_file(path)));
+    } catch (const JsonSyntaxError& e) {
+      throw std::runtime_error("'" + path + "' (a finished run) is not valid JSON: " + e.what());
+    } catch (const json::exception& e) {
+      throw std::runtime_error("'" + path + "' (a finished run) is corrupt: " + e.what());
+    }
+  };
+  read("config.json", [&](const json& config) {
     r.classifier_trained = config.at("train").at("lambda_cls").get<double>() > 0;
-    const auto metrics = json::parse(read_file(where("ood/metrics.json")));
+  });
+  read("ood/metrics.json", [&](const json& metrics) {
     r.id_accuracy = metrics.at("id_accuracy").get<double>();
     for (auto it = metrics.at("methods").begin(); it != metrics.at("methods").end(); ++it)
       r.scores[it.key()] = {metric_of(it.value(), "near_mean", "auroc"), metric_of(it.value(), "near_mean", "fpr95"),
                             metric_of(it.value(), "far_mean", "auroc"), metric_of(it.value(), "far_mean", "fpr95")};
-    const auto history = json::parse(read_file(where("history.json")));
+  });
+  read("history.json", [&](const json& history) {
+    if (!history.is_array()) throw std::runtime_error("'" + (dir / "history.json").string() + "' (a finished run) is corrupt: expected an array of epochs");
     for (const auto& e : history) {
       const auto& val = e.at("val");
       r.val_loss.push_back(val.at("loss").is_null() ? kNaN : val.at("loss").get<double>());
       r.val_accuracy.push_back(val.at("cls_accuracy").is_null() ? kNaN : val.at("cls_accuracy").get<double>());
     }
-    if (!r.val_loss.empty()) r.final_val_loss = r.val_loss.back();
-    r.stability = stability(read_steps(where("steps.csv")));
-  } catch (const json::exception& e) {
-    throw std::runtime_error("run directory '" + dir.string() + "' holds a corrupt file: " + e.what());
-  }
+  });
+  if (!r.val_loss.empty()) r.final_val_loss = r.val_loss.back();
+  r.stability = stability(read_steps((dir / "steps.csv").string()));
   return r;
 }
 
@@ -578,8 +618,8 @@ Summary summarize(const std::string& out_dir) {
   if (!fs::exists(manifest)) throw std::runtime_error("'" + out_dir + "' holds no study (" + manifest + " is missing)");
   Summary sum;
   try {
-    sum.spec = spec_from_json(json::parse(read_file(manifest)), manifest);
-  } catch (const json::exception& e) {
+    sum.spec = spec_from_json(parse_json(read_file(manifest)), manifest);
+  } catch (const JsonSyntaxError& e) {
     throw std::runtime_error("'" + manifest + "' is not a study manifest: " + e.what());
   }
   for (const auto& id : runs(sum.spec)) sum.records.push_back(read_record(id, out_dir));
@@ -601,8 +641,9 @@ Summary summarize(const std::string& out_dir) {
       std::vector<double> acc, spikes, nonfinite, clipped, loss, secs;
       for (const auto* r : ok) {
         if (r->classifier_trained) acc.push_back(r->id_accuracy);
-        spikes.push_back(static_cast<double>(r->stability.loss_spikes));
-        nonfinite.push_back(static_cast<double>(r->stability.nonfinite_steps));
+        // A run without recorded steps has no stability figures (not 0 spikes).
+        spikes.push_back(r->stability.steps ? static_cast<double>(r->stability.loss_spikes) : kNaN);
+        nonfinite.push_back(r->stability.steps ? static_cast<double>(r->stability.nonfinite_steps) : kNaN);
         clipped.push_back(r->stability.steps ? static_cast<double>(r->stability.clipped_steps) / r->stability.steps : kNaN);
         loss.push_back(r->final_val_loss);
         secs.push_back(r->seconds);

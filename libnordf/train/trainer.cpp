@@ -1,4 +1,5 @@
 #include <libnordf/core/io.h>
+#include <libnordf/core/json.h>
 #include <libnordf/dist/distributed.h>
 #include <libnordf/train/schedule.h>
 #include <libnordf/train/trainer.h>
@@ -525,7 +526,11 @@ void Trainer::resume(const std::string& path) {
   if (!writer()) std::fill(resume_sums_.begin(), resume_sums_.end(), 0.0);
   torch::Tensor steps;
   steps_ = archive.try_read("steps", steps) ? steps_from_tensor(steps) : std::vector<StepRecord>{};
-  history_ = history_from_json(nlohmann::json::parse(history.toStringRef()));
+  try {
+    history_ = history_from_json(parse_json(history.toStringRef()));
+  } catch (const std::exception& e) {  // not JSON, or not a history
+    throw std::runtime_error("checkpoint '" + path + "': its training history is corrupt: " + e.what());
+  }
   // A mid-epoch position is in global batches; another world size converts it through pairs.
   c10::IValue pps;
   if (start_step_ > 0 && archive.try_read("pairs_per_step", pps) && pps.toInt() != pairs_per_step()) {

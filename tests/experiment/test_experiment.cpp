@@ -40,6 +40,13 @@ TEST_CASE("merging checks keys and JSON types and names where they came from", "
   REQUIRE_THROWS_WITH(E::merge_config(d, R"({"model": 3})", "f.json"), Catch::Contains("model: expected an object"));
   REQUIRE_THROWS_WITH(E::merge_config(d, "[1]", "f.json"), Catch::Contains("expected an object"));
   REQUIRE_THROWS_WITH(E::merge_config(d, "{", "f.json"), Catch::Contains("f.json: not valid JSON"));
+  // A key given twice is refused (JSON parsers differ on which one counts), and so is a value
+  // nested deeper than any configuration needs (a 70 000-deep one crashed the message's printing).
+  REQUIRE_THROWS_WITH(E::merge_config(d, R"({"train": {"epochs": 1, "lr": 0.1, "epochs": 5}})", "f.json"),
+                      "f.json: not valid JSON: the key 'epochs' appears twice in one object");
+  const std::string deep = R"({"train": {"lr": )" + std::string(70000, '[') + std::string(70000, ']') + "}}";
+  REQUIRE_THROWS_WITH(E::merge_config(d, deep, "f.json"),
+                      "f.json: not valid JSON: arrays and objects are nested more than 512 deep");
   CHECK(json::parse(E::merge_config(d, R"({"saliency": {"cam_layer": 3}})", "x"))["saliency"]["cam_layer"] == 3);
 }
 

@@ -164,6 +164,40 @@ TEST_CASE("two shards merged equal the unsharded study", "[study]") {
   CHECK(without_times(json::parse(merged.json())) == without_times(json::parse(reference.json())));
   shard.shard = 3;
   REQUIRE_THROWS_WITH(S::run(spec, shard), "shard 3/2: expected i/n with 1 ≤ i ≤ n");
+
+  // A damaged file of a finished run is named when the directory is summarised; the summary on
+  // disk is left as it was.
+  const auto run0 = S::runs(spec).front().dir();
+  auto damaged = [&](const std::string& file, const std::string& text) {
+    const auto copy = dir + "/damaged";
+    fs::remove_all(copy);
+    fs::copy(dir + "/whole", copy, fs::copy_options::recursive);
+    nordf::write_file_atomic(copy + "/" + run0 + "/" + file, text);
+    return copy;
+  };
+  const auto steps = nordf::read_file(dir + "/whole/" + run0 + "/steps.csv");
+  const auto header = steps.substr(0, steps.find('\n') + 1);
+  REQUIRE_THROWS_WITH(S::summarize(damaged("steps.csv", header + "1,1,abc,0,0,0,1,0,1,0,0.001\n")),
+                      Catch::Contains("steps.csv' line 2: malformed") && Catch::Contains(run0));
+  REQUIRE_THROWS_WITH(S::summarize(damaged("history.json", "{}")),
+                      Catch::Contains(run0 + "/history.json' (a finished run) is corrupt"));
+  REQUIRE_THROWS_WITH(S::summarize(damaged("ood/metrics.json", R"({"id_accuracy": "x"})")),
+                      Catch::Contains(run0 + "/ood/metrics.json' (a finished run) is corrupt"));
+  REQUIRE_THROWS_WITH(S::summarize(damaged("config.json", "{")),
+                      Catch::Contains(run0 + "/config.json' (a finished run) is not valid JSON"));
+  // No recorded steps: the stability figures are unknown, not 0; no epochs: no curve, the other
+  // points' curves are still drawn.
+  const auto empty = damaged("steps.csv", header);
+  nordf::write_file_atomic(empty + "/" + run0 + "/history.json", "[]");
+  auto summary = S::summarize(empty);
+  const S::Row* row0 = nullptr;
+  for (const auto& r : summary.rows)
+    if (r.point == S::runs(spec).front().point) row0 = &r;
+  REQUIRE(row0);
+  CHECK(row0->loss_spikes.n == 0);
+  CHECK(row0->nonfinite_steps.n == 0);
+  CHECK_NOTHROW(S::write_outputs(summary, empty));
+  CHECK(fs::exists(empty + "/plots/curves-loss-default.png"));
 }
 
 TEST_CASE("a killed study resumes where it stopped", "[study]") {
@@ -232,6 +266,17 @@ TEST_CASE("bad grids and directories get one clear error", "[study]") {
   REQUIRE_THROWS_WITH(S::read_spec(write("name.json", R"({"points": [{"name": "a/b"}], "seeds": [1]})")),
                       Catch::Contains("point name 'a/b'"));
   REQUIRE_THROWS_WITH(S::read_spec(dir + "/missing.json"), Catch::Contains("does not exist"));
+  REQUIRE_THROWS_WITH(S::read_spec(write("twice.json", R"({"points": [{"name": "a"}], "seeds": [1], "reference": "x",
+                                                           "reference": "a"})")),
+                      Catch::Contains("twice.json") && Catch::Contains("the key 'reference' appears twice"));
+  REQUIRE_THROWS_WITH(S::read_spec(write("deep.json", R"({"points": [{"name": "a"}], "seeds": )" +
+                                                          std::string(100000, '[') + std::string(100000, ']') + "}")),
+                      Catch::Contains("deep.json") && Catch::Contains("nested more than 512 deep"));
+  // A field of the wrong type is named.
+  REQUIRE_THROWS_WITH(S::read_spec(write("type.json", R"({"name": 5, "points": [{"name": "a"}], "seeds": [1]})")),
+                      Catch::Contains("type.json: name: expected a string"));
+  REQUIRE_THROWS_WITH(S::read_spec(write("desc.json", R"({"description": [], "points": [{"name": "a"}], "seeds": [1]})")),
+                      Catch::Contains("desc.json: description: expected a string"));
   REQUIRE_THROWS_WITH(S::builtin("huge"), "unknown study 'huge'; known: full, quick");
   // Settings that are valid alone but not together fail before the first run, not when their run
   // starts after the others: a reconstruction size the model cannot make, a saliency method the
