@@ -9,8 +9,10 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 namespace {
@@ -22,7 +24,8 @@ extern "C" void on_sigint(int) {
 }
 
 /// Plots of one finished run directory, from its files alone: training curves (history.json), ROC
-/// curves and score distributions (ood/metrics.json, ood/scores.csv).
+/// curves and score distributions (ood/metrics.json, ood/scores.csv). Every file is read and
+/// checked before the first plot is written; a damaged one is named with the record at fault.
 int plot_run(const std::string& dir, const std::string& plots) {
   namespace fs = std::filesystem;
   using nlohmann::json;
@@ -30,61 +33,110 @@ int plot_run(const std::string& dir, const std::string& plots) {
   if (status.state != "finished")
     throw std::runtime_error("'" + dir + "' holds no finished run (run.json status: " +
                              (status.state.empty() ? std::string("missing") : status.state) + ")");
+  // Reads `path` as JSON and hands it to `use`; a missing key or a wrong type names the file.
+  const auto read = [](const std::string& path, const auto& use) {
+    const auto j = nordf::app::read_json(path);
+    try {
+      use(j);
+    } catch (const json::exception& e) {
+      throw std::runtime_error("'" + path + "' is corrupt: " + e.what());
+    }
+  };
+
+  const auto history_path = (fs::path(dir) / "history.json").string();
   std::vector<nordf::EpochRecord> records;
-  for (const auto& e : nordf::app::read_json((fs::path(dir) / "history.json").string())) {
-    auto phase = [](const json& j) {
-      auto num = [](const json& v) { return v.is_null() ? NAN : v.get<double>(); };
-      nordf::PhaseStats s;
-      s.total = num(j.at("loss"));
-      s.sim = num(j.at("sim_loss"));
-      s.cls = num(j.at("cls_loss"));
-      s.rec = num(j.at("rec_loss"));
-      s.cls_accuracy = num(j.at("cls_accuracy"));
-      s.sim_accuracy = num(j.at("sim_accuracy"));
-      return s;
-    };
-    nordf::EpochRecord r;
-    r.epoch = e.at("epoch").get<int64_t>();
-    r.train = phase(e.at("train"));
-    r.val = phase(e.at("val"));
-    r.grl_weight = e.at("grl_weight").get<double>();
-    records.push_back(r);
-  }
-  std::vector<std::string> files;
-  if (!records.empty()) files = nordf::report::plot_history(records, plots);
+  read(history_path, [&](const json& history) {
+    if (!history.is_array()) throw std::runtime_error("'" + history_path + "' is corrupt: expected an array of epochs");
+    for (const auto& e : history) {
+      auto phase = [](const json& j) {
+        auto num = [](const json& v) { return v.is_null() ? NAN : v.get<double>(); };
+        nordf::PhaseStats s;
+        s.total = num(j.at("loss"));
+        s.sim = num(j.at("sim_loss"));
+        s.cls = num(j.at("cls_loss"));
+        s.rec = num(j.at("rec_loss"));
+        s.cls_accuracy = num(j.at("cls_accuracy"));
+        s.sim_accuracy = num(j.at("sim_accuracy"));
+        return s;
+      };
+      nordf::EpochRecord r;
+      r.epoch = e.at("epoch").get<int64_t>();
+      r.train = phase(e.at("train"));
+      r.val = phase(e.at("val"));
+      r.grl_weight = e.at("grl_weight").get<double>();
+      records.push_back(r);
+    }
+  });
 
   nordf::ood::Report report;
-  const auto metrics = nordf::app::read_json((fs::path(dir) / "ood" / "metrics.json").string());
-  for (const auto& set : metrics.at("sets"))
-    if (set.at("role").get<std::string>() != "id") {
-      report.ood_sets.push_back(set.at("name").get<std::string>());
-      report.ood_near.push_back(set.at("role").get<std::string>() == "near");
+  const auto metrics_path = (fs::path(dir) / "ood" / "metrics.json").string();
+  std::map<std::string, int64_t> sizes;  // set → images, id_test included
+  read(metrics_path, [&](const json& metrics) {
+    for (const auto& set : metrics.at("sets")) {
+      const auto name = set.at("name").get<std::string>(), role = set.at("role").get<std::string>();
+      if (role != "id" && role != "near" && role != "far")
+        throw std::runtime_error("'" + metrics_path + "' is corrupt: set '" + name + "' has the role '" + role +
+                                 "' (id, near or far)");
+      // (size: -1 in files of versions that did not record it; then any non-zero count is taken)
+      if (!sizes.emplace(name, set.contains("size") ? set.at("size").get<int64_t>() : -1).second)
+        throw std::runtime_error("'" + metrics_path + "' is corrupt: the set '" + name + "' is listed twice");
+      if (role != "id") {
+        report.ood_sets.push_back(name);
+        report.ood_near.push_back(role == "near");
+      }
     }
+  });
+  if (!sizes.count("id_test")) throw std::runtime_error("'" + metrics_path + "' is corrupt: it lists no 'id_test' set");
+
   const auto scores_path = (fs::path(dir) / "ood" / "scores.csv").string();
   std::ifstream in(scores_path);
   if (!in) throw std::runtime_error("cannot read '" + scores_path + "'");
-  std::vector<std::string> f;  // method, set, index, is_ood, score (a set name may hold line breaks)
-  nordf::read_csv_record(in, f, scores_path);
+  const std::vector<std::string> header{"method", "split", "index", "is_ood", "score"};
+  std::vector<std::string> f;  // a set name may hold line breaks
+  if (!nordf::read_csv_record(in, f, scores_path) || f != header)
+    throw std::runtime_error("'" + scores_path + "' is not a scores file: its first line is not 'method,split,index,is_ood,score'");
   int64_t record = 1;
   while (nordf::read_csv_record(in, f, scores_path)) {
     ++record;
-    if (f.size() != 5)
-      throw std::runtime_error(fmt::format("'{}': record {} has {} fields, not 5", scores_path, record, f.size()));
-    try {
-      report.scores[f[0]][f[1]].push_back(std::stod(f[4]));
-    } catch (const std::exception&) {
-      throw std::runtime_error(fmt::format("'{}': record {} has no number as its score", scores_path, record));
-    }
+    const auto bad = [&](const std::string& why) {
+      return std::runtime_error(fmt::format("'{}': record {}: {}", scores_path, record, why));
+    };
+    if (f.size() != 5) throw bad(fmt::format("{} fields, not 5", f.size()));
+    const auto size = sizes.find(f[1]);
+    if (size == sizes.end()) throw bad("the set '" + f[1] + "' is not one of the sets in " + metrics_path);
+    if (f[3] != (f[1] == "id_test" ? "0" : "1"))
+      throw bad("is_ood is '" + f[3] + "', not " + (f[1] == "id_test" ? "0 for the ID test set" : "1 for an OOD set"));
+    auto& values = report.scores[f[0]][f[1]];
+    if (f[2] != std::to_string(values.size()))
+      throw bad(fmt::format("image index '{}' where {} comes next (rows are in order, once each)", f[2], values.size()));
+    if (size->second >= 0 && static_cast<int64_t>(values.size()) >= size->second)
+      throw bad(fmt::format("more than the {} images of '{}' in {}", size->second, f[1], metrics_path));
+    char* end = nullptr;
+    const double v = std::strtod(f[4].c_str(), &end);
+    if (f[4].empty() || end != f[4].c_str() + f[4].size()) throw bad("the score '" + f[4] + "' is not a number");
+    if (!std::isfinite(v)) throw bad("the score of '" + f[0] + "' is not finite (" + f[4] + ")");
+    values.push_back(v);
   }
+  if (report.scores.empty()) throw std::runtime_error("'" + scores_path + "' holds no scores");
+  for (const auto& [method, sets] : report.scores)
+    for (const auto& [set, n] : sizes) {
+      const auto it = sets.find(set);
+      const int64_t have = it == sets.end() ? 0 : static_cast<int64_t>(it->second.size());
+      if (have == 0 || (n >= 0 && have != n))
+        throw std::runtime_error(n >= 0 ? fmt::format("'{}': '{}' has {} scores on '{}', whose {} images {} lists",
+                                                      scores_path, method, have, set, n, metrics_path)
+                                        : fmt::format("'{}': '{}' has no scores on '{}'", scores_path, method, set));
+    }
+
+  std::vector<std::string> files;
+  if (!records.empty()) files = nordf::report::plot_history(records, plots);
   std::vector<std::string> methods;
   for (const char* m : {"msp", "energy", "mahalanobis", "knn", "vim", "nordf_sim", "nordf_recon", "nordf_fused"})
     if (report.scores.count(m)) methods.push_back(m);
   if (methods.empty())
     for (const auto& kv : report.scores) methods.push_back(kv.first);
-  if (!methods.empty()) {
-    auto ood = nordf::report::plot_ood(report, methods, plots);
-    files.insert(files.end(), ood.begin(), ood.end());
-  }
+  auto ood = nordf::report::plot_ood(report, methods, plots);
+  files.insert(files.end(), ood.begin(), ood.end());
   fmt::print("plots: {} files in {}\n", files.size(), plots);
   return 0;
 }
