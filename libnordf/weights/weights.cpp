@@ -453,6 +453,8 @@ StorageRef storage_ref(const Obj& pid, const std::string& source) {
 }
 
 std::string read_all(const std::string& path) {
+  if (std::filesystem::is_directory(path))
+    throw std::runtime_error("weights file '" + path + "' is a directory, not a weights file");
   if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("weights file '" + path + "' does not exist");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read weights file '" + path + "'");
@@ -546,6 +548,12 @@ class ZipArchive {
         }
         x += 4 + len;
       }
+      // torch.jit.save (and torch::serialize::OutputArchive, which libnordf's checkpoints use)
+      // writes code and constants beside the data: a module, not a state dict.
+      if (name.find("/code/__torch__") != std::string::npos || (name.size() >= 14 && name.compare(name.size() - 14, 14, "/constants.pkl") == 0))
+        fail("it is a TorchScript archive (torch.jit.save, or a libnordf training checkpoint), not a state dict "
+             "saved with torch.save; a libnordf run's checkpoint is resumed with --resume or read with "
+             "load_checkpoint_model");
       if (method != 0) fail("entry '" + name + "' is compressed (torch.save stores entries uncompressed)");
       if (comp != size) fail("entry '" + name + "' has different stored and actual sizes");
       if (local > n || n - local < 30 || le_at(d_, local, 4) != 0x04034b50) fail("entry '" + name + "' has no local header");
@@ -752,11 +760,18 @@ std::map<std::string, torch::Tensor> read_safetensors(const std::string& data, c
   return out;
 }
 
-std::map<std::string, torch::Tensor> strip_module_prefix(std::map<std::string, torch::Tensor> in) {
+std::map<std::string, torch::Tensor> strip_module_prefix(std::map<std::string, torch::Tensor> in, const std::string& source) {
   std::map<std::string, torch::Tensor> out;
+  std::map<std::string, std::string> from;  // stripped key → the file's key
   for (auto& kv : in) {
     std::string k = kv.first;
     while (k.rfind("module.", 0) == 0) k = k.substr(7);
+    const auto [it, fresh] = from.emplace(k, kv.first);
+    if (!fresh)
+      throw std::runtime_error("'" + source + "': the keys '" +
+                               (it->second.size() > kv.first.size() ? it->second : kv.first) + "' and '" +
+                               (it->second.size() > kv.first.size() ? kv.first : it->second) + "' both name '" + k +
+                               "' (a DataParallel 'module.' prefix is dropped); which one to load is ambiguous");
     out[k] = kv.second;
   }
   return out;
@@ -774,6 +789,23 @@ std::string timm_to_official(const std::string& key) {
       {std::regex(R"(^stages\.(\d+)\.blocks\.(\d+)\.mlp\.grn\.(weight|gamma)$)"), "stages.$1.$2.grn.gamma"},
       {std::regex(R"(^stages\.(\d+)\.blocks\.(\d+)\.mlp\.grn\.(bias|beta)$)"), "stages.$1.$2.grn.beta"},
       {std::regex(R"(^head\.)"), "head."},
+  };
+  for (const auto& r : rules)
+    if (std::regex_search(key, r.first)) return std::regex_replace(key, r.first, r.second, std::regex_constants::format_first_only);
+  return key;
+}
+
+// The official layout's name → timm's, for messages about a timm file (the inverse of the above).
+std::string official_to_timm(const std::string& key) {
+  static const std::vector<std::pair<std::regex, std::string>> rules = {
+      {std::regex(R"(^downsample_layers\.0\.(\d)\.)"), "stem.$1."},
+      {std::regex(R"(^downsample_layers\.(\d+)\.(\d)\.)"), "stages.$1.downsample.$2."},
+      {std::regex(R"(^stages\.(\d+)\.(\d+)\.dwconv\.)"), "stages.$1.blocks.$2.conv_dw."},
+      {std::regex(R"(^stages\.(\d+)\.(\d+)\.norm\.)"), "stages.$1.blocks.$2.norm."},
+      {std::regex(R"(^stages\.(\d+)\.(\d+)\.pwconv1\.)"), "stages.$1.blocks.$2.mlp.fc1."},
+      {std::regex(R"(^stages\.(\d+)\.(\d+)\.pwconv2\.)"), "stages.$1.blocks.$2.mlp.fc2."},
+      {std::regex(R"(^stages\.(\d+)\.(\d+)\.grn\.gamma$)"), "stages.$1.blocks.$2.mlp.grn.weight"},
+      {std::regex(R"(^stages\.(\d+)\.(\d+)\.grn\.beta$)"), "stages.$1.blocks.$2.mlp.grn.bias"},
   };
   for (const auto& r : rules)
     if (std::regex_search(key, r.first)) return std::regex_replace(key, r.first, r.second, std::regex_constants::format_first_only);
@@ -832,7 +864,7 @@ std::map<std::string, torch::Tensor> parse_any(const std::string& data, const st
   if (data.size() < 8) throw std::runtime_error("'" + source + "' is too short to be a weights file");
   if (data.compare(0, 4, "PK\x03\x04") == 0) {
     format = "torch-zip";
-    return strip_module_prefix(read_torch_zip(data, source, limits));
+    return strip_module_prefix(read_torch_zip(data, source, limits), source);
   }
   // safetensors: a JSON header after its 8-byte length. A length whose low byte is 0x80 could also
   // be a pickle's PROTO opcode, so a header that does not fit the file is read as one only when
@@ -840,11 +872,11 @@ std::map<std::string, torch::Tensor> parse_any(const std::string& data, const st
   const uint64_t n = le_at(data, 0, 8);
   if (data.size() > 8 && data[8] == '{' && (n <= data.size() - 8 || static_cast<uint8_t>(data[0]) != 0x80)) {
     format = "safetensors";
-    return strip_module_prefix(read_safetensors(data, source, limits));
+    return strip_module_prefix(read_safetensors(data, source, limits), source);
   }
   if (static_cast<uint8_t>(data[0]) == 0x80) {
     format = "torch-legacy";
-    return strip_module_prefix(read_torch_legacy(data, source, limits));
+    return strip_module_prefix(read_torch_legacy(data, source, limits), source);
   }
   throw std::runtime_error("'" + source + "' is not a PyTorch checkpoint or a .safetensors file");
 }
@@ -872,17 +904,36 @@ LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torc
   bool tv_vit = false;
   for (auto& kv : state)
     if (kv.first.rfind("encoder.layers.encoder_layer_", 0) == 0) tv_vit = true;
+  std::map<std::string, std::string> file_key;  // the module's name → the file's, where they differ
+  auto map_keys = [&](const auto& rename) {
+    std::map<std::string, torch::Tensor> mapped;
+    std::map<std::string, std::string> from;
+    for (auto& kv : state) {
+      const auto k = rename(kv.first);
+      const auto [it, fresh] = from.emplace(k, kv.first);
+      if (!fresh)
+        throw std::runtime_error("'" + source + "': the keys '" + it->second + "' and '" + kv.first + "' both name '" + k +
+                                 "' in the " + report.layout + " layout; which one to load is ambiguous");
+      if (k != kv.first) file_key[k] = kv.first;
+      mapped[k] = kv.second;
+    }
+    state.swap(mapped);
+  };
   if (tv_vit) {
     report.layout = "torchvision-vit";
-    std::map<std::string, torch::Tensor> mapped;
-    for (auto& kv : state) mapped[torchvision_vit_to_timm(kv.first)] = kv.second;
-    state.swap(mapped);
+    map_keys(torchvision_vit_to_timm);
   } else if (timm) {
     report.layout = "timm-convnextv2";
-    std::map<std::string, torch::Tensor> mapped;
-    for (auto& kv : state) mapped[timm_to_official(kv.first)] = kv.second;
-    state.swap(mapped);
+    map_keys(timm_to_official);
   }
+  // How the file names (or would name) a key of the module, for messages.
+  auto as_in_file = [&](const std::string& key) -> std::string {
+    if (auto it = file_key.find(key); it != file_key.end()) return " (the file's '" + it->second + "')";
+    if (report.layout == "timm-convnextv2" && official_to_timm(key) != key)
+      return " (timm's '" + official_to_timm(key) + "': the file's keys are in timm's ConvNeXt-V2 layout)";
+    if (report.layout == "torchvision-vit") return " (the file's keys are in torchvision's ViT layout)";
+    return "";
+  };
   auto params = module.named_parameters(/*recurse=*/true);
   auto buffers = module.named_buffers(/*recurse=*/true);
   std::map<std::string, torch::Tensor> targets;
@@ -897,7 +948,7 @@ LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torc
     if (it == state.end()) {
       if (options.strict())
         throw std::runtime_error("'" + source + "': missing key '" + kv.first + "' (expected shape " +
-                                 shape_str(kv.second.sizes()) + ")");
+                                 shape_str(kv.second.sizes()) + ")" + as_in_file(kv.first));
       report.missing.push_back(kv.first);
       continue;
     }
@@ -923,9 +974,19 @@ LoadReport load_state_dict(torch::nn::Module& module, std::map<std::string, torc
       if (squeeze(src.sizes()) == squeeze(dst.sizes())) {
         src = src.reshape(dst.sizes());
       } else {
-        throw std::runtime_error("'" + source + "': shape mismatch for '" + kv.first + "': file " +
-                                 shape_str(it->second.sizes()) + ", model " + shape_str(dst.sizes()));
+        throw std::runtime_error("'" + source + "': shape mismatch for '" + kv.first + "'" + as_in_file(kv.first) +
+                                 ": file " + shape_str(it->second.sizes()) + ", model " + shape_str(dst.sizes()));
       }
+    }
+    if (dst.is_floating_point() && !src.is_floating_point())
+      throw std::runtime_error("'" + source + "': tensor '" + kv.first + "'" + as_in_file(kv.first) + " is " +
+                               std::string(c10::toString(src.scalar_type())) + ", not floating point like the model's " +
+                               std::string(c10::toString(dst.scalar_type())) + " (not a weights file of this model?)");
+    if (src.is_floating_point()) {
+      const int64_t bad = src.numel() - torch::isfinite(src).sum().item<int64_t>();
+      if (bad > 0)
+        throw std::runtime_error("'" + source + "': tensor '" + kv.first + "'" + as_in_file(kv.first) + " holds " +
+                                 std::to_string(bad) + " non-finite value" + (bad > 1 ? "s" : "") + " (NaN or infinity)");
     }
     if (src.scalar_type() != dst.scalar_type() && src.is_floating_point()) report.converted.push_back(kv.first);
     copies.emplace_back(dst, src);

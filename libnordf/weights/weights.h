@@ -60,8 +60,9 @@ std::map<std::string, torch::Tensor> parse_state_dict(const std::string& bytes, 
 /// layout, torchvision ViT keys onto timm's; a ViT `pos_embed` for another grid is resampled to
 /// the module's (bicubic, as timm), and one that is not 1 + a square number of tokens is a
 /// `std::invalid_argument` naming the key and the shapes. Tensors are converted to the module's dtype and device. Throws `std::runtime_error`
-/// naming the first offending key: a shape mismatch always, a missing or unexpected key in strict
-/// mode. Nothing is copied unless the whole load succeeds.
+/// naming the first offending key: a shape mismatch, an integer tensor for a floating-point
+/// parameter, NaN or infinity, two file keys for one module key always; a missing or unexpected
+/// key in strict mode. Nothing is copied unless the whole load succeeds.
 LoadReport load_weights(torch::nn::Module& module, const std::string& path, const LoadWeightsOptions& options = {});
 
 /// Same, from an in-memory state dict (`source` names it in messages).

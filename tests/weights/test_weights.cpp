@@ -5,9 +5,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
-
 
 #include "test_util.h"
 
@@ -29,6 +30,24 @@ double parity(const std::string& backbone, const std::string& file, const std::s
   if (report) *report = r;
   auto y = bb->forward(expected.at("input"));
   return nordf_test::max_abs_diff(y, expected.at(expected_key));
+}
+
+/// A .safetensors file's bytes holding `tensors` (float32 or int64).
+std::string safetensors_of(const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  std::string header = "{", body;
+  for (const auto& [name, t0] : tensors) {
+    auto t = t0.contiguous();
+    const std::string dtype = t.scalar_type() == torch::kLong ? "I64" : "F32";
+    std::string shape;
+    for (auto d : t.sizes()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+    const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
+    header += (header.size() > 1 ? "," : "") + std::string("\"") + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":[" +
+              shape + "],\"data_offsets\":[" + std::to_string(body.size()) + "," + std::to_string(body.size() + bytes) + "]}";
+    body.append(static_cast<const char*>(t.data_ptr()), bytes);
+  }
+  header += "}";
+  const uint64_t n = header.size();
+  return std::string(reinterpret_cast<const char*>(&n), 8) + header + body;
 }
 
 }  // namespace
@@ -82,6 +101,60 @@ TEST_CASE("NordF's backbone loads weights and leaves the adapter at init", "[wei
   torch::NoGradGuard g;
   model->eval();
   CHECK(nordf_test::max_abs_diff(model->backbone->forward(expected.at("input")), expected.at("convnextv2_atto")) <= 1e-4);
+}
+
+TEST_CASE("weights that do not fit are refused by name, not loaded silently", "[weights]") {
+  const auto tmp = nordf_test::work_dir("weights_refused");
+  auto bb = nordf::make_backbone("convnextv2_atto");
+  std::vector<std::pair<std::string, torch::Tensor>> all;
+  for (const auto& kv : bb->named_parameters()) all.emplace_back(kv.key(), kv.value().detach().clone());
+  for (const auto& kv : bb->named_buffers()) all.emplace_back(kv.key(), kv.value().detach().clone());
+  const auto key = all.front().first;
+  auto with = [&](std::vector<std::pair<std::string, torch::Tensor>> extra, const std::string& drop = "") {
+    auto out = all;
+    if (!drop.empty())
+      out.erase(std::remove_if(out.begin(), out.end(), [&](const auto& kv) { return kv.first == drop; }), out.end());
+    out.insert(out.end(), extra.begin(), extra.end());
+    return safetensors_of(out);
+  };
+  // The same tensor under two names that map to one key: which one counts is not for the reader to guess.
+  REQUIRE_THROWS_WITH(nordf::parse_state_dict(with({{"module." + key, all.front().second}}), "twice.safetensors"),
+                      Catch::Contains("'twice.safetensors'") && Catch::Contains("'module." + key + "' and '" + key + "'"));
+  auto state = nordf::parse_state_dict(with({{"stem.0.weight", all.front().second}}), "mixed.safetensors");
+  REQUIRE(key == "downsample_layers.0.0.weight");
+  REQUIRE_THROWS_WITH(nordf::load_state_dict(*bb, state, "mixed.safetensors"),
+                      Catch::Contains("'mixed.safetensors'") && Catch::Contains("'stem.0.weight'") &&
+                          Catch::Contains("'downsample_layers.0.0.weight'"));
+  // Integer tensors for floating-point parameters.
+  state = nordf::parse_state_dict(with({{key, all.front().second.to(torch::kLong)}}, key), "ints.safetensors");
+  REQUIRE_THROWS_WITH(nordf::load_state_dict(*bb, state, "ints.safetensors"),
+                      Catch::Contains("'ints.safetensors'") && Catch::Contains("'" + key + "'") && Catch::Contains("Long"));
+  // NaN or infinity in a tensor.
+  auto nan = all.front().second.clone();
+  nan.view(-1)[3] = std::nan("");
+  state = nordf::parse_state_dict(with({{key, nan}}, key), "nan.safetensors");
+  const auto before = bb->named_parameters()[key].clone();
+  REQUIRE_THROWS_WITH(nordf::load_state_dict(*bb, state, "nan.safetensors"),
+                      Catch::Contains("'nan.safetensors'") && Catch::Contains("'" + key + "'") &&
+                          Catch::Contains("1 non-finite value"));
+  CHECK(torch::equal(bb->named_parameters()[key], before));  // nothing copied
+  // A key missing from a timm-layout file is named as the file would name it.
+  std::vector<std::pair<std::string, torch::Tensor>> timm;
+  for (const auto& [k, t] : all) {
+    if (k == "stages.1.0.pwconv1.weight") continue;
+    timm.emplace_back(k == key ? "stem.0.weight" : k, t);
+  }
+  state = nordf::parse_state_dict(safetensors_of(timm), "timm.safetensors");
+  REQUIRE_THROWS_WITH(nordf::load_state_dict(*bb, state, "timm.safetensors"),
+                      Catch::Contains("missing key 'stages.1.0.pwconv1.weight'") &&
+                          Catch::Contains("timm's 'stages.1.blocks.0.mlp.fc1.weight'"));
+  // A directory, and a TorchScript archive (a libnordf training checkpoint) instead of a state dict.
+  std::filesystem::create_directories(tmp + "/adir.pt");
+  REQUIRE_THROWS_WITH(nordf::load_weights(*bb, tmp + "/adir.pt"), Catch::Contains("adir.pt' is a directory"));
+  torch::serialize::OutputArchive archive;
+  archive.write("x", torch::ones({2}));
+  archive.save_to(tmp + "/script.pt");
+  REQUIRE_THROWS_WITH(nordf::load_weights(*bb, tmp + "/script.pt"), Catch::Contains("is a TorchScript archive"));
 }
 
 TEST_CASE("bad weight files give clear errors", "[weights]") {
