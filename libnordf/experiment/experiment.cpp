@@ -327,7 +327,8 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     fs::create_directories(out);
     lock = DirectoryLock(out);
   }
-  const double before = writer ? read_status(out).seconds : 0.0;
+  const Status previous = writer ? read_status(out) : Status{};
+  const double before = previous.seconds;
   if (writer) write_status(out, "running", "", before);
   try {
     log(fmt::format("libnordf {} | device {} | {} threads | BLAS {}{}", NORDF_VERSION_STRING, device.str(),
@@ -443,7 +444,12 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   } catch (const std::exception& e) {
     std::string what = e.what();
     if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);
-    if (writer) write_status(out, "failed", what, before + seconds_since(t0));
+    // A failed re-evaluation changed nothing the run had: it keeps its status (a finished run
+    // stays finished, with the files of its last evaluation).
+    if (writer && mode == Mode::kEvalOnly && !previous.state.empty())
+      write_status(out, previous.state, previous.error, previous.seconds);
+    else if (writer)
+      write_status(out, "failed", what, before + seconds_since(t0));
     throw;
   }
   return result;

@@ -36,6 +36,23 @@ Inputs extract_inputs(NordF& model, const ImageLoader& loader, torch::Device dev
 
 namespace {
 
+/// Scores fitted on or computed from non-finite model outputs are meaningless (and Mahalanobis's
+/// pseudo-inverse or the embedding's SVD fail with LibTorch's message): one error naming the cause.
+void check_finite(const Inputs& in, const std::string& set) {
+  const std::pair<const torch::Tensor*, const char*> parts[] = {{&in.embedding, "features"},
+                                                                {&in.logits, "logits"},
+                                                                {&in.agnostic, "similarity-branch features"},
+                                                                {&in.recon_error, "reconstruction errors"}};
+  for (const auto& [t, what] : parts) {
+    if (!t->defined() || t->numel() == 0) continue;
+    const int64_t bad = (~torch::isfinite(t->reshape({t->size(0), -1}))).any(1).sum().item<int64_t>();
+    if (bad > 0)
+      throw std::runtime_error(fmt::format("evaluate: the model's {} on {} are not finite ({} of {} images): its "
+                                           "weights hold NaN or infinity, or training diverged",
+                                           what, set, bad, t->size(0)));
+  }
+}
+
 std::vector<double> to_vector(const torch::Tensor& t) {
   auto c = t.to(torch::kCPU, torch::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
@@ -170,7 +187,11 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   // Fit on ID data only: the training split, and the validation split for scores that ask.
   FitInputs fit;
   fit.train = extract_inputs(model, ImageLoader(split.train, lo), options.device, agnostic, recon);
-  if (val) fit.val = extract_inputs(model, ImageLoader(split.val, lo), options.device, agnostic, recon);
+  check_finite(fit.train, "ID train");
+  if (val) {
+    fit.val = extract_inputs(model, ImageLoader(split.val, lo), options.device, agnostic, recon);
+    check_finite(fit.val, "ID validation");
+  }
   for (size_t i = 0; i < scores.size(); ++i) {
     if (!scores[i]->needs_images()) scores[i]->fit(fit, access);
   }
@@ -190,6 +211,7 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   for (size_t s = 0; s < eval_sets.size(); ++s) {
     ImageLoader loader(eval_sets[s].second, lo);
     Inputs in = extract_inputs(model, loader, options.device, agnostic, recon);
+    check_finite(in, s == 0 ? std::string("ID test") : "OOD set '" + eval_sets[s].first + "'");
     if (options.embedding_points > 0) sampled.push_back(evenly_spaced(in, options.embedding_points));
     Scored sc{eval_sets[s].first, s > 0 ? split.ood[s - 1].near : false, s > 0, {}};
     if (s == 0) {

@@ -125,6 +125,15 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
                       Catch::Contains("data.id_classes = [\"Trouser\",\"T-shirt/top\",2]"));
   // Regularisation may change.
   CHECK_NOTHROW(E::run(nordf_test::tiny_run_config(out, {{"model", {{"dropout", 0.3}}}}), E::Mode::kEvalOnly));
+  // A failed re-evaluation leaves the finished run as it was: its status, and the files of the
+  // evaluation before.
+  const auto finished = E::read_status(out);
+  const auto metrics_before = nordf::read_file(out + "/ood/metrics.json");
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"saliency", {{"images", 1000}}}}), E::Mode::kEvalOnly),
+                      Catch::Contains("saliency.images 1000"));
+  CHECK(E::read_status(out).state == "finished");
+  CHECK(E::read_status(out).seconds == finished.seconds);
+  CHECK(nordf::read_file(out + "/ood/metrics.json") == metrics_before);
 }
 
 TEST_CASE("a run directory that another run is writing into is refused and left alone", "[experiment]") {

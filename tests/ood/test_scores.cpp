@@ -220,6 +220,17 @@ TEST_CASE("evaluator scores every method on every set and writes its files", "[o
     ++per_set[f[1]];
   }
   CHECK(per_set == std::map<std::string, int>{{"id_test", 12}, {"two\nlines, \"quoted\"", 10}});
+
+  // A model whose features are not finite (NaN weights, a diverged run) is named as the cause,
+  // before any score fits on them (Mahalanobis's pseudo-inverse failed with LibTorch's own message).
+  {
+    torch::NoGradGuard g;
+    model->backbone->parameters().front().fill_(std::nan(""));
+  }
+  o.methods = {"mahalanobis", "msp"};
+  REQUIRE_THROWS_WITH(nordf::ood::evaluate(model, split, o),
+                      Catch::Contains("are not finite") && Catch::Contains("ID train") &&
+                          Catch::Contains("60 of 60 images"));
 }
 
 TEST_CASE("ODIN perturbs the input through the model", "[ood]") {
