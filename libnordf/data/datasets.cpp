@@ -137,10 +137,12 @@ bool all_digits(const std::string& s) {
 /// Resolves class selectors against `count` classes: a class's name (through `by_name`, −1 when
 /// unknown) first, so that class folders named 1, 2, 10 are chosen by name; otherwise all digits
 /// = an index (`base`-based). Throws `std::invalid_argument` naming the selector, with examples
-/// of valid ones.
+/// of valid ones. Selecting every class is refused unless `all_allowed` (a near-OOD set comes
+/// from elsewhere).
 std::vector<int64_t> resolve_classes(const std::vector<std::string>& selectors, int64_t count, int64_t base,
                                      const std::function<int64_t(const std::string&)>& by_name,
-                                     const std::string& layout, const std::string& example_names) {
+                                     const std::string& layout, const std::string& example_names,
+                                     bool all_allowed = false) {
   std::vector<int64_t> out;
   for (const auto& sel : selectors) {
     int64_t c = by_name(sel);
@@ -156,7 +158,7 @@ std::vector<int64_t> resolve_classes(const std::vector<std::string>& selectors, 
     out.push_back(c);
   }
   if (out.size() == 1) throw std::invalid_argument(layout + ": at least 2 ID classes are needed");
-  if (static_cast<int64_t>(out.size()) >= count)
+  if (static_cast<int64_t>(out.size()) >= count && !all_allowed)
     throw std::invalid_argument(layout + ": every class is ID, which leaves no near-OOD class");
   return out;
 }
@@ -519,7 +521,7 @@ OpenSetSplit image_folder_split(const std::string& root, const std::string& ood_
           auto it = std::find(class_names.begin(), class_names.end(), n);
           return it == class_names.end() ? int64_t(-1) : static_cast<int64_t>(it - class_names.begin());
         },
-        "image folder '" + root + "'", "'" + class_names.front() + "'");
+        "image folder '" + root + "'", "'" + class_names.front() + "'", /*all_allowed=*/!ood_root.empty());
     split.class_names.clear();
     for (size_t k = 0; k < ids.size(); ++k) {
       remap[ids[k]] = static_cast<int64_t>(k);

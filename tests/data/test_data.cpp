@@ -162,6 +162,15 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
   REQUIRE(chosen.ood.size() == 1);
   CHECK(chosen.ood[0].name == "id-unseen");
   CHECK(chosen.ood[0].data->size() == 10);
+  // Every class, in another order: with an OOD folder there is still a near-OOD set; without one,
+  // nothing is left to be OOD.
+  o.id_classes = {"class2", "class0", "class1"};
+  auto reordered = nordf::image_folder_split(dir + "/id", dir + "/near", {}, o);
+  CHECK(reordered.class_names == std::vector<std::string>{"class2", "class0", "class1"});
+  REQUIRE(reordered.ood.size() == 1);
+  CHECK(reordered.ood[0].name == "near");
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o),
+                      Catch::Contains("every class is ID, which leaves no near-OOD class"));
   o.id_classes = {"class9", "0"};
   REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o), Catch::Contains("unknown class 'class9'"));
   o.id_classes.clear();
