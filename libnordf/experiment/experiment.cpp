@@ -433,6 +433,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     result.report = ood::evaluate(model, split, make_eval_options(result.config));
     log(fmt::format("OOD evaluation: {:.1f} s", seconds_since(te)));
     for (const auto& s : result.report.skipped) log("note: OOD score " + s.first + " skipped: " + s.second);
+    for (const auto& w : result.report.warnings) log("warning: " + w);
     if (c.at("saliency").at("images").get<int64_t>() > 0) {
       const auto ts = std::chrono::steady_clock::now();
       result.saliency = saliency_stage(c, result.config, model, split, out);

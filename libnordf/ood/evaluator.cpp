@@ -53,6 +53,18 @@ void check_finite(const Inputs& in, const std::string& set) {
   }
 }
 
+/// A warning when `t` (N rows) varies over its rows by no more than rounding: its largest
+/// per-dimension sd is at most 1e-5 of its mean magnitude. Empty otherwise.
+std::string spread_warning(const torch::Tensor& t, const std::string& what, const std::string& readers) {
+  if (!t.defined() || t.size(0) < 2) return {};
+  auto x = t.to(torch::kCPU, torch::kDouble).reshape({t.size(0), -1});
+  const double sd = x.std(0).max().item<double>(), scale = x.abs().mean().item<double>();
+  if (!(sd <= 1e-5 * scale)) return {};
+  return fmt::format("the model's {} barely vary over ID train (largest per-dimension sd {:.3g}, mean magnitude {:.3g}): "
+                     "{} rank rounding noise (identical images, or a collapsed model?)",
+                     what, sd, scale, readers);
+}
+
 std::vector<double> to_vector(const torch::Tensor& t) {
   auto c = t.to(torch::kCPU, torch::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
@@ -188,6 +200,11 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   FitInputs fit;
   fit.train = extract_inputs(model, ImageLoader(split.train, lo), options.device, agnostic, recon);
   check_finite(fit.train, "ID train");
+  for (const auto& w : {spread_warning(fit.train.embedding, "features", "feature-space scores (mahalanobis, knn, vim, react)"),
+                        spread_warning(fit.train.logits, "logits", "logit scores (msp, maxlogit, energy, gen, odin)"),
+                        spread_warning(fit.train.agnostic, "similarity-branch features", "nordf_sim"),
+                        spread_warning(fit.train.recon_error, "reconstruction errors", "nordf_recon")})
+    if (!w.empty()) report.warnings.push_back(w);
   if (val) {
     fit.val = extract_inputs(model, ImageLoader(split.val, lo), options.device, agnostic, recon);
     check_finite(fit.val, "ID validation");
@@ -277,6 +294,7 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
                            {"size", eval_sets[s].second->size()}});
     j["skipped"] = nlohmann::json::object();
     for (const auto& [method, why] : report.skipped) j["skipped"][method] = why;
+    j["warnings"] = report.warnings;
     for (const auto& r : report.methods) {
       nlohmann::json mj;
       for (const auto& kv : r.splits) mj[kv.first] = metrics_json(kv.second);

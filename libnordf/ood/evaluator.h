@@ -66,6 +66,9 @@ struct Report {
   std::map<std::string, std::map<std::string, std::vector<double>>> scores;
   /// Selected scores that were not evaluated, with the reason (a missing or untrained part).
   std::vector<std::pair<std::string, std::string>> skipped;
+  /// Model outputs that barely vary over ID train (identical images, a collapsed model), so that
+  /// the scores reading them rank rounding noise: one sentence each.
+  std::vector<std::string> warnings;
   Embedding embedding;  ///< empty unless `EvaluatorOptions::embedding_points` > 0
   /// The OpenOOD-style table: one row per method; FPR@95, AUROC, AUPR-In, AUPR-Out per set
   /// (in %), near/far means of FPR@95 and AUROC, and ID accuracy.

@@ -221,6 +221,29 @@ TEST_CASE("evaluator scores every method on every set and writes its files", "[o
   }
   CHECK(per_set == std::map<std::string, int>{{"id_test", 12}, {"two\nlines, \"quoted\"", 10}});
 
+  // Images that are all the same (a broken dataset, or a collapsed model) leave the features and
+  // logits varying only by rounding, which the distance scores then rank: the report says so.
+  CHECK(report.warnings.empty());
+  {
+    auto flat = [](int n, int classes, int offset) {
+      std::vector<int64_t> labels;
+      for (int i = 0; i < n; ++i) labels.push_back(offset + i % classes);
+      return std::make_shared<nordf::TensorImageDataset>("flat", torch::zeros({n, 1, 16, 16}, torch::kUInt8), labels);
+    };
+    nordf::OpenSetSplit same = split;
+    same.train = flat(60, 3, 0);
+    same.val = flat(9, 3, 0);
+    same.test = flat(12, 3, 0);
+    same.ood = {{"near", true, flat(10, 2, 3)}};
+    o.methods = {"mahalanobis", "energy"};
+    auto collapsed = nordf::ood::evaluate(model, same, o);
+    REQUIRE(collapsed.warnings.size() == 2);
+    CHECK_THAT(collapsed.warnings[0], Catch::Contains("features barely vary over ID train"));
+    CHECK_THAT(collapsed.warnings[1], Catch::Contains("logits barely vary over ID train"));
+    const auto cj = nlohmann::json::parse(nordf::read_file(out + "/ood/metrics.json"));
+    CHECK(cj["warnings"].size() == 2);
+  }
+
   // A model whose features are not finite (NaN weights, a diverged run) is named as the cause,
   // before any score fits on them (Mahalanobis's pseudo-inverse failed with LibTorch's own message).
   {
