@@ -170,6 +170,7 @@ std::vector<StepRecord> steps_from_tensor(const torch::Tensor& t) {
 }
 
 torch::serialize::InputArchive open_checkpoint(const std::string& path, torch::Device device) {
+  if (std::filesystem::is_directory(path)) throw std::runtime_error("checkpoint '" + path + "' is a directory, not a checkpoint");
   if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
   torch::serialize::InputArchive archive;
   try {

@@ -140,6 +140,8 @@ TEST_CASE("training writes history, config and atomic checkpoints of every modul
 
   REQUIRE_THROWS_WITH(nordf::load_checkpoint_model(other, out + "/history.json"), Catch::Contains("history.json"));
   REQUIRE_THROWS_WITH(nordf::checkpoint_config(out + "/nope.pt"), Catch::Contains("does not exist"));
+  std::filesystem::create_directories(out + "/adir.pt");
+  REQUIRE_THROWS_WITH(nordf::checkpoint_config(out + "/adir.pt"), Catch::Contains("adir.pt' is a directory"));
 
   // A model of another shape does not load it: the tensor that differs, a tensor the model lacks
   // and one the checkpoint lacks are each named, and the model keeps its own weights.
