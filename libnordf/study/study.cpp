@@ -3,17 +3,22 @@
 #include <libnordf/core/registry.h>
 #include <libnordf/study/study.h>
 
+#include <unistd.h>
+
 #include <fmt/core.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -326,24 +331,51 @@ bool grows(const json& theirs, const json& mine) {
 void claim_directory(const Spec& spec, const std::string& out) {
   const auto manifest = (fs::path(out) / "study.json").string();
   const auto mine = spec_to_json(spec);
-  if (fs::exists(manifest)) {
-    json theirs;
-    try {
-      theirs = parse_json(read_file(manifest));
-    } catch (const JsonSyntaxError& e) {
-      throw std::runtime_error("'" + manifest + "' is not a study manifest: " + e.what());
+  const auto text = mine.dump(2) + "\n";
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec || !fs::is_directory(out))
+    throw std::runtime_error("cannot create the study directory '" + out + "'" + (ec ? ": " + ec.message() : ": a file is in the way"));
+  // Shards of one job array start together, possibly on different machines sharing the
+  // directory: study.json is created with link(2), which is atomic on local and NFS file systems,
+  // so exactly one shard creates it and the others compare with it. Another shard's temporary
+  // file, or the runs it already started, are not taken for a foreign directory.
+  const auto is_temporary = [](const std::string& name) {
+    const auto dots = name.find_first_not_of('.');
+    return dots != 0 && dots != std::string::npos && name.compare(dots, 11, "study.json.") == 0;
+  };
+  for (;;) {
+    if (fs::exists(manifest)) {
+      json theirs;
+      try {
+        theirs = parse_json(read_file(manifest));
+      } catch (const JsonSyntaxError& e) {
+        throw std::runtime_error("'" + manifest + "' is not a study manifest: " + e.what());
+      }
+      if (theirs == mine) return;
+      if (!grows(theirs, mine))
+        throw std::invalid_argument("'" + out + "' holds a different study ('" + theirs.value("name", "?") +
+                                    "', " + manifest + "): its grid, seeds or base configuration differ; use another "
+                                    "output directory, or the same grid and flags to resume it (adding points is allowed)");
+      write_file_atomic(manifest, text);
+      return;
     }
-    if (theirs == mine) return;
-    if (!grows(theirs, mine))
-      throw std::invalid_argument("'" + out + "' holds a different study ('" + theirs.value("name", "?") +
-                                  "', " + manifest + "): its grid, seeds or base configuration differ; use another "
-                                  "output directory, or the same grid and flags to resume it (adding points is allowed)");
-    write_file_atomic(manifest, mine.dump(2) + "\n");
-    return;
+    bool foreign = false;
+    for (const auto& entry : fs::directory_iterator(out))
+      foreign = foreign || !is_temporary(entry.path().filename().string());
+    if (foreign) {
+      if (fs::exists(manifest)) continue;  // another shard claimed it meanwhile
+      throw std::invalid_argument("'" + out + "' is not empty and holds no study (no study.json); use another output directory");
+    }
+    const auto tmp = (fs::path(out) / (".study.json.claim" + std::to_string(std::random_device{}()))).string();
+    write_file_atomic(tmp, text);
+    const int linked = ::link(tmp.c_str(), manifest.c_str());
+    const int err = errno;
+    fs::remove(tmp, ec);
+    if (linked == 0) return;
+    if (err != EEXIST)
+      throw std::runtime_error("cannot create '" + manifest + "': " + std::strerror(err));
   }
-  if (fs::exists(out) && !fs::is_empty(out))
-    throw std::invalid_argument("'" + out + "' is not empty and holds no study (no study.json); use another output directory");
-  write_file_atomic(manifest, mine.dump(2) + "\n");
 }
 
 }  // namespace
@@ -390,11 +422,12 @@ Summary run(const Spec& spec, const Options& options) {
     try {
       experiment::Hooks hooks;
       hooks.stop = options.stop;
-      auto result = experiment::run(config, status.state.empty() || status.state == "failed" ? experiment::Mode::kAuto
-                                                                                              : experiment::Mode::kResume,
-                                    hooks);
+      // Resumed from its checkpoint when it has one; started (again) when it has none: never
+      // run, failed early, or stopped before its first checkpoint.
+      auto result = experiment::run(config, experiment::Mode::kAuto, hooks);
       if (result.interrupted) {
-        log(fmt::format("{}: interrupted; run the same command again to resume", label));
+        log(fmt::format("{}: {}; run the same command again to resume", label,
+                        result.paused ? "paused after train.max_steps steps" : "interrupted"));
         break;
       }
       double best = kNaN;

@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <thread>
 
 #include "experiment/tiny_config.h"
 #include "test_util.h"
@@ -136,6 +138,36 @@ TEST_CASE("a tiny study writes every output, and its summary equals the runs' ow
   REQUIRE_THROWS_WITH(S::run(tiny_spec(), o), Catch::Contains("holds a different study ('tiny'"));
 }
 
+TEST_CASE("shards that start together claim one directory", "[study]") {
+  // Shards 4/5 and 5/5 of a 3-run study run nothing: each claims the directory, then summarises.
+  // Neither may take the other's temporary study.json for a foreign directory.
+  const auto spec = tiny_spec({1});
+  const auto dir = nordf_test::work_dir("study_claim");
+  for (int i = 0; i < 40; ++i) {
+    const auto out = dir + "/" + std::to_string(i);
+    std::array<std::string, 2> errors;
+    std::vector<std::thread> shards;
+    for (int k = 0; k < 2; ++k)
+      shards.emplace_back([&, k] {
+        S::Options o;
+        o.out_dir = out;
+        o.shard = 4 + k;
+        o.shards = 5;
+        try {
+          S::run(spec, o);
+        } catch (const std::exception& e) {
+          errors[static_cast<size_t>(k)] = e.what();
+        }
+      });
+    for (auto& t : shards) t.join();
+    INFO("attempt " << i);
+    CHECK(errors[0].empty());
+    CHECK(errors[1].empty());
+    CHECK(json::parse(nordf::read_file(out + "/study.json"))["name"] == "tiny");
+    for (const auto& e : fs::directory_iterator(out)) CHECK(e.path().filename().string().find(".study.json") == std::string::npos);
+  }
+}
+
 TEST_CASE("two shards merged equal the unsharded study", "[study]") {
   const auto dir = nordf_test::work_dir("study_shards");
   auto spec = tiny_spec({3});
@@ -225,6 +257,16 @@ TEST_CASE("a killed study resumes where it stopped", "[study]") {
   auto resumed = S::run(spec, o);
   CHECK(resumed.finished() == 2);
   CHECK(without_times(json::parse(resumed.json())) == without_times(json::parse(reference.json())));
+
+  // A run killed before its first checkpoint (during data loading: run.json says running, nothing
+  // else is there) is started again, not failed for want of a checkpoint to resume.
+  const auto first = dir + "/killed/" + S::runs(spec)[0].dir();
+  for (const auto& e : fs::directory_iterator(first))
+    if (e.path().filename() != "run.json") fs::remove_all(e.path());
+  nordf::write_file_atomic(first + "/run.json", R"({"status": "running", "seconds": 1.0})");
+  auto restarted = S::run(spec, o);
+  CHECK(restarted.finished() == 2);
+  CHECK(without_times(json::parse(restarted.json())) == without_times(json::parse(reference.json())));
 }
 
 TEST_CASE("a failing point is recorded and the other points finish", "[study]") {
