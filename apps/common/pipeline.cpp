@@ -101,9 +101,14 @@ int run_pipeline(int argc, char** argv) {
       const auto status = experiment::read_status(resume);
       if (status.state.empty())
         throw std::invalid_argument("--resume " + resume + ": the directory holds no run (no config.json)");
-      throw std::invalid_argument("--resume " + resume + ": the run " + status.state + " before it started (no config.json" +
-                                  (status.error.empty() ? std::string() : "; its error: " + status.error) +
-                                  "); start it again with --out " + nordf::shell_quoted(resume));
+      const std::string why =
+          status.state == "failed"
+              ? "the run failed before it started training (no config.json" +
+                    (status.error.empty() ? std::string() : "; its error: " + status.error) + ")"
+              : "the run has not started training (run.json: " + status.state +
+                    "; no config.json): it was stopped while loading its data, or is loading it now";
+      throw std::invalid_argument("--resume " + resume + ": " + why + "; start it again with --out " +
+                                  nordf::shell_quoted(resume));
     }
     config = experiment::merge_config(config, read_json(saved).dump(), saved);
   }
