@@ -246,6 +246,15 @@ std::optional<int> csv_int(const std::string& field, int lo, int hi) {
   return std::nullopt;
 }
 
+/// An OOD set that ends up empty (test files without the unseen classes, an OOD folder whose
+/// images were all dropped) is refused before training instead of failing at evaluation.
+void require_nonempty_ood(const OpenSetSplit& split, const std::string& layout) {
+  for (const auto& set : split.ood)
+    if (!set.data || set.data->size() == 0)
+      throw std::runtime_error(layout + ": the " + (set.near ? "near" : "far") + "-OOD set '" + set.name +
+                               "' holds no image");
+}
+
 }  // namespace
 
 torch::Tensor parse_idx_images(const std::string& bytes, const std::string& source, const ReadLimits& limits) {
@@ -301,12 +310,12 @@ std::shared_ptr<ImageDataset> read_uci_digits(const std::string& path) {
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF line ends
     if (line.empty()) continue;
     std::istringstream ls(line);
     std::string field;
     std::vector<int> values;
     while (std::getline(ls, field, ',')) {
-      if (!field.empty() && field.back() == '\r') field.pop_back();
       const bool pixel = values.size() < 64;
       const auto v = csv_int(field, 0, pixel ? 16 : 9);
       if (!v)
@@ -333,7 +342,14 @@ OpenSetSplit fashion_mnist_split(const std::string& root, const std::string& far
     const std::string images = root + "/" + stem + "-images-idx3-ubyte.gz";
     const std::string labels = root + "/" + stem + "-labels-idx1-ubyte.gz";
     auto x = read_idx_images(images);
+    if (x.size(2) == 0 || x.size(3) == 0)
+      throw std::runtime_error("Fashion-MNIST: '" + images + "' holds images of " + std::to_string(x.size(2)) + "×" +
+                               std::to_string(x.size(3)) + " pixels");
     auto y = read_idx_labels(labels);
+    for (size_t i = 0; i < y.size(); ++i)
+      if (y[i] < 0 || y[i] > 9)
+        throw std::runtime_error("Fashion-MNIST: '" + labels + "' holds label " + std::to_string(y[i]) +
+                                 " at position " + std::to_string(i) + "; labels must be 0..9");
     if (x.size(0) != static_cast<int64_t>(y.size()))
       throw std::runtime_error("Fashion-MNIST: '" + images + "' holds " + std::to_string(x.size(0)) + " images but '" +
                                labels + "' holds " + std::to_string(y.size()) + " labels");
@@ -391,6 +407,7 @@ OpenSetSplit fashion_mnist_split(const std::string& root, const std::string& far
     split.notes.push_back("no far-OOD set: '" + (far_ood_path.empty() ? std::string("(none given)") : far_ood_path) +
                           "' is absent (Debian's python3-sklearn ships the UCI digits used by default)");
   }
+  require_nonempty_ood(split, "Fashion-MNIST");
   return split;
 }
 
@@ -555,6 +572,7 @@ OpenSetSplit image_folder_split(const std::string& root, const std::string& ood_
       split.ood.push_back({folder_name(far), false,
                            limit_dataset(folder_dataset(far, nullptr, false, opt.skip_corrupt, split.skipped_files),
                                          opt.ood_limit, opt.seed)});
+  require_nonempty_ood(split, "image folder '" + root + "'");
   return split;
 }
 
@@ -579,11 +597,17 @@ std::shared_ptr<ImageDataset> oxford_flowers(const std::string& root, const std:
     }
   }
   std::sort(ids.begin(), ids.end());
+  if (auto twice = std::adjacent_find(ids.begin(), ids.end()); twice != ids.end())
+    throw std::runtime_error("'" + root + "/setid.mat': image id " + std::to_string(*twice) + " is listed twice");
   std::vector<std::string> paths;
   std::vector<int64_t> out_labels;
   for (auto id : ids) {
     if (id < 1 || id > static_cast<int64_t>(labels.size()))
       throw std::runtime_error("'" + root + "/setid.mat': image id " + std::to_string(id) + " has no label in imagelabels.mat");
+    if (labels[static_cast<size_t>(id - 1)] < 1)
+      throw std::runtime_error("'" + root + "/imagelabels.mat': image id " + std::to_string(id) + " has label " +
+                               std::to_string(labels[static_cast<size_t>(id - 1)]) +
+                               " (labels are 1-based class indices)");
     char name[32];
     std::snprintf(name, sizeof name, "image_%05lld.jpg", static_cast<long long>(id));
     paths.push_back(root + "/jpg/" + name);
@@ -750,9 +774,16 @@ OpenSetSplit stanford_dogs_split(const std::string& root, const std::string& flo
     auto paths = flowers->paths();
     auto labels = flowers->labels();
     filter_corrupt(paths, labels, opt.skip_corrupt, split.skipped_files);
+    // Checked here like the Dogs lists: a listed image that is missing would otherwise fail
+    // only at evaluation, after training.
+    for (const auto& path : paths)
+      if (!fs::is_regular_file(path))
+        throw std::runtime_error("Oxford Flowers-102: '" + path + "' is listed in " +
+                                 (has_splits ? "setid.mat" : "imagelabels.mat") + " but does not exist");
     split.ood.push_back({"oxford-flowers-102", false,
                          limit_dataset(std::make_shared<FileImageDataset>(paths, labels), opt.ood_limit, opt.seed)});
   }
+  require_nonempty_ood(split, "Stanford Dogs");
   return split;
 }
 

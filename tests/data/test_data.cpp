@@ -35,13 +35,14 @@ std::string be32(uint32_t v) {
   return {char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
 }
 
-/// Writes a tiny Fashion-MNIST-like IDX pair: n images of 4×4 whose pixels equal 10·label.
-void write_idx(const std::string& dir, const std::string& stem, int n, int labels_count = -1) {
+/// Writes a tiny Fashion-MNIST-like IDX pair: n images of 4×4 whose pixels equal 10·label, with
+/// labels cycling through 0 .. classes − 1.
+void write_idx(const std::string& dir, const std::string& stem, int n, int labels_count = -1, int classes = 10) {
   std::string img = be32(0x803) + be32(n) + be32(4) + be32(4), lab = be32(0x801);
   if (labels_count < 0) labels_count = n;
   lab += be32(labels_count);
-  for (int i = 0; i < n; ++i) img += std::string(16, char(10 * (i % 10)));
-  for (int i = 0; i < labels_count; ++i) lab += char(i % 10);
+  for (int i = 0; i < n; ++i) img += std::string(16, char(10 * (i % classes)));
+  for (int i = 0; i < labels_count; ++i) lab += char(i % classes);
   write_gz(dir + "/" + stem + "-images-idx3-ubyte.gz", img);
   write_gz(dir + "/" + stem + "-labels-idx1-ubyte.gz", lab);
 }
@@ -122,6 +123,20 @@ TEST_CASE("Fashion-MNIST layout: ID classes 0–4, near-OOD 5–9, counts checke
 
   write_idx(dir, "t10k", 100, 99);
   REQUIRE_THROWS_WITH(nordf::fashion_mnist_split(dir, "", o), Catch::Contains("holds 99 labels"));
+  // Test files without the OOD classes leave the near-OOD set empty: refused here, not after training.
+  write_idx(dir, "t10k", 100, -1, 5);
+  REQUIRE_THROWS_WITH(nordf::fashion_mnist_split(dir, "", o),
+                      Catch::Contains("the near-OOD set 'fashion-mnist-5-9' holds no image"));
+  // A label outside 0..9 is named with its file and position.
+  write_idx(dir, "t10k", 100, -1, 13);
+  REQUIRE_THROWS_WITH(nordf::fashion_mnist_split(dir, "", o),
+                      Catch::Contains("t10k-labels-idx1-ubyte.gz") && Catch::Contains("label 10 at position 10") &&
+                          Catch::Contains("0..9"));
+  // Images of no pixels (a valid IDX array) are named here, not by a failed resize in training.
+  write_gz(dir + "/t10k-images-idx3-ubyte.gz", be32(0x803) + be32(100) + be32(0) + be32(0));
+  REQUIRE_THROWS_WITH(nordf::fashion_mnist_split(dir, "", o),
+                      Catch::Contains("t10k-images-idx3-ubyte.gz") && Catch::Contains("images of 0×0 pixels"));
+  write_idx(dir, "t10k", 100);
   REQUIRE_THROWS_WITH(nordf::fashion_mnist_split(dir + "/nope", "", o), Catch::Contains("does not exist"));
   write_gz(dir + "/train-images-idx3-ubyte.gz", be32(0x803) + be32(5) + be32(4) + be32(4) + "short");
   REQUIRE_THROWS_WITH(nordf::read_idx_images(dir + "/train-images-idx3-ubyte.gz"), Catch::Contains("truncated"));
@@ -137,6 +152,12 @@ TEST_CASE("UCI digits far-OOD set reads the CSV", "[data]") {
   CHECK(d->label(1) == 7);
   CHECK(d->image(0).sizes() == torch::IntArrayRef({3, 8, 8}));
   CHECK(d->image(0).max().item<float>() == Approx(1.0));
+  // A file saved with CRLF line ends, blank lines included, reads the same.
+  write_gz(dir + "/crlf.csv.gz", line + "3\r\n\r\n" + line + "7\r\n\r\n");
+  auto crlf = nordf::read_uci_digits(dir + "/crlf.csv.gz");
+  REQUIRE(crlf->size() == 2);
+  CHECK(crlf->label(0) == 3);
+  CHECK(crlf->label(1) == 7);
 }
 
 TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]") {
@@ -254,6 +275,18 @@ std::string write_dogs(const std::string& dir, const std::vector<int>& test_coun
   return dir;
 }
 
+/// Writes `vars` (name → row vector of doubles) as one MAT-5 file.
+void write_mat_vector(const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& vars) {
+  mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
+  for (auto [name, values] : vars) {
+    size_t dims[2] = {1, values.size()};
+    matvar_t* v = Mat_VarCreate(name.c_str(), MAT_C_DOUBLE, MAT_T_DOUBLE, 2, dims, values.data(), 0);
+    Mat_VarWrite(mat, v, MAT_COMPRESSION_NONE);
+    Mat_VarFree(v);
+  }
+  Mat_Close(mat);
+}
+
 /// Oxford Flowers-102: 6 images, labels 1..3, ids split over trnid/valid/tstid (1,3 / 2,4 / 5,6).
 std::string write_flowers(const std::string& flowers, bool with_splits) {
   for (int i = 1; i <= 6; ++i) {
@@ -341,6 +374,23 @@ TEST_CASE("Stanford Dogs: the 5 breeds with most images over both lists, officia
   CHECK(nordf::oxford_flowers(write_flowers(dir + "/flowers2", true), "val")->size() == 2);
   REQUIRE_THROWS_WITH(nordf::oxford_flowers(dir + "/flowers2", "extra"), Catch::Contains("unknown part 'extra'"));
   REQUIRE_THROWS_WITH(nordf::oxford_flowers(dir + "/nowhere"), Catch::Contains("does not exist"));
+  // A listed image that is missing is named before training (Dogs lists are checked the same way).
+  write_flowers(flowers, true);
+  fs::remove(flowers + "/jpg/image_00006.jpg");
+  REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(dir, flowers, o),
+                      Catch::Contains("image_00006.jpg' is listed in setid.mat but does not exist"));
+  auto skipping = o;
+  skipping.skip_corrupt = true;
+  CHECK(nordf::stanford_dogs_split(dir, flowers, skipping).ood[1].data->size() == 1);
+  // An id listed twice, and a label 0 in 1-based imagelabels.mat, are refused by name.
+  write_flowers(flowers, true);
+  write_mat_vector(flowers + "/setid.mat", {{"trnid", {1, 3}}, {"valid", {2, 4}}, {"tstid", {5, 5}}});
+  REQUIRE_THROWS_WITH(nordf::oxford_flowers(flowers, "test"),
+                      Catch::Contains("setid.mat': image id 5 is listed twice"));
+  write_flowers(flowers, true);
+  write_mat_vector(flowers + "/imagelabels.mat", {{"labels", {1, 1, 2, 2, 0, 3}}});
+  REQUIRE_THROWS_WITH(nordf::oxford_flowers(flowers, "test"),
+                      Catch::Contains("imagelabels.mat': image id 5 has label 0"));
 }
 
 TEST_CASE("Stanford Dogs: explicit ID breeds by index or name, and clear errors", "[data][dogs]") {
@@ -365,12 +415,19 @@ TEST_CASE("Stanford Dogs: explicit ID breeds by index or name, and clear errors"
   const auto broken = write_dogs(nordf_test::work_dir("dogs_broken"), {2, 2, 2, 2, 2, 2, 2});
   fs::remove(broken + "/test_list.mat");
   REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(broken, "", o), Catch::Contains("test_list.mat' does not exist"));
-  nordf_test::write_list_with_matio(broken + "/test_list.mat", {"n00-breed0/te0.png", "n00-breed0/gone.png"}, {1, 1});
+  nordf_test::write_list_with_matio(broken + "/test_list.mat",
+                                    {"n00-breed0/te0.png", "n00-breed0/gone.png", "n06-breed6/te0.png"}, {1, 1, 7});
   REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(broken, "", o),
                       Catch::Contains("lists 'n00-breed0/gone.png', which does not exist"));
   o.skip_corrupt = true;  // dropped and counted instead
+  o.id_classes = {"1", "2"};
   auto skipped = nordf::stanford_dogs_split(broken, "", o);
   CHECK(skipped.skipped_files.size() == 1);
+  CHECK(skipped.ood[0].data->size() == 1);
+  // A test list without any image of the unseen breeds leaves near-OOD empty: refused up front.
+  nordf_test::write_list_with_matio(broken + "/test_list.mat", {"n00-breed0/te0.png"}, {1});
+  REQUIRE_THROWS_WITH(nordf::stanford_dogs_split(broken, "", o),
+                      "Stanford Dogs: the near-OOD set 'stanford-dogs-unseen' holds no image");
 }
 
 TEST_CASE("pair sampler: rate, fresh partners each epoch, reproducible", "[data]") {
