@@ -264,6 +264,9 @@ void validate(const json& c, const std::string& where) {
     for (const auto& e : ids) {
       if (!e.is_string() && !e.is_number_integer() && !e.is_number_unsigned())
         k.fail("data.id_classes", "expected class indices or names, got " + shown(e));
+      if ((e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX)) ||
+          (e.is_number_integer() && !e.is_number_unsigned() && e.get<int64_t>() < 0))
+        k.fail("data.id_classes", "class index " + e.dump() + " is out of range");
       const auto s = e.is_string() ? e.get<std::string>() : std::to_string(e.get<int64_t>());
       if (!seen.insert(s).second) k.fail("data.id_classes", "class " + s + " is listed twice");
     }

@@ -64,6 +64,11 @@ TEST_CASE("validation names the setting and the reason", "[experiment]") {
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"train": {"lambda_sim": 0, "lambda_cls": 0, "lambda_rec": 0}})")),
                       Catch::Contains("no loss term is left to train"));
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"id_classes": [1, 1]}})")), Catch::Contains("listed twice"));
+  // An index past int64 (or a negative one) is named as it was written, not wrapped to −1.
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"id_classes": [0, 18446744073709551615]}})")),
+                      "config: data.id_classes: class index 18446744073709551615 is out of range");
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"id_classes": [0, -3]}})")),
+                      "config: data.id_classes: class index -3 is out of range");
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"ood": {"methods": ["msp", "energy", "msp"]}})")),
                       "config: ood.methods: 'msp' is listed twice");
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"methods": ["gradcam", "gradcam"]}})")),
