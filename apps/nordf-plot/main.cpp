@@ -154,14 +154,15 @@ int run(int argc, char** argv) {
   // Runs take their seeds and directories from the study.
   nordf::app::ConfigFlags flags(app, {"--out", "--seed"});
   std::string study = "quick", grid, out, shard = "1/1";
-  std::vector<uint64_t> seeds;
+  std::vector<int64_t> seeds;
   bool merge = false, retry = false, list = false;
   auto* study_opt = app.add_option("--study", study, "built-in study: quick (default) or full")
                         ->check(CLI::IsMember(nordf::study::builtin_names()));
   auto* grid_opt = app.add_option("--grid", grid, "grid file (JSON: base, points, splits, seeds, reference)")
                        ->check(CLI::ExistingFile)
                        ->excludes(study_opt);
-  auto* seeds_opt = app.add_option("--seeds", seeds, "seeds of every point (replaces the study's)");
+  auto* seeds_opt = app.add_option("--seeds", seeds, "seeds of every point (replaces the study's)")
+                        ->check(nordf::app::int64_range());
   app.add_option("--out", out,
                  "study directory (default: runs/study-<name>-<timestamp>); re-run it to resume. With --run: the "
                  "plots' directory (default: DIR/plots)");
@@ -181,7 +182,7 @@ int run(int argc, char** argv) {
       ->excludes(merge_opt)
       ->excludes(retry_opt)
       ->excludes(list_opt);
-  merge_opt->excludes(list_opt);
+  for (auto* opt : {list_opt, study_opt, grid_opt, seeds_opt, shard_opt, retry_opt}) merge_opt->excludes(opt);
   nordf::app::add_version_flag(app);
   nordf::app::refuse_options_as_values(app);
   try {
@@ -198,6 +199,9 @@ int run(int argc, char** argv) {
 
   if (merge) {
     if (out.empty()) throw std::invalid_argument("--merge needs --out STUDY_DIR");
+    if (!flags.patch().empty())
+      throw std::invalid_argument("--merge summarises the runs as they are; configuration flags (" +
+                                  flags.patch().dump() + ") do not apply to it");
     auto summary = nordf::study::summarize(out);
     auto files = nordf::study::write_outputs(summary, out);
     fmt::print("{}", summary.markdown());
@@ -207,10 +211,12 @@ int run(int argc, char** argv) {
   }
 
   auto spec = grid.empty() ? nordf::study::builtin(study) : nordf::study::read_spec(grid);
-  std::set<uint64_t> seen;
-  for (const auto seed : seeds)
+  std::set<int64_t> seen;
+  for (const auto seed : seeds) {
+    if (seed < 0) throw std::invalid_argument("--seeds: " + std::to_string(seed) + " is negative; seeds are 0 or more");
     if (!seen.insert(seed).second) throw std::invalid_argument("--seeds: " + std::to_string(seed) + " is listed twice");
-  if (!seeds.empty()) spec.seeds = seeds;
+  }
+  if (!seeds.empty()) spec.seeds.assign(seeds.begin(), seeds.end());
   const auto patch = flags.patch();
   if (!patch.empty()) nordf::study::override_base(spec, patch.dump(), "flags");
   nordf::study::validate(spec, grid.empty() ? "study " + study : grid);
@@ -239,9 +245,10 @@ int run(int argc, char** argv) {
     std::fflush(stdout);
   };
 
-  // The per-run budget, from the first run's configuration.
+  // The per-run budget: the base configuration (a point or split may change it).
   const auto ids = nordf::study::runs(spec);
-  const auto first = json::parse(nordf::study::run_config(spec, ids.front(), options.out_dir));
+  const auto first = json::parse(
+      nordf::experiment::merge_config(nordf::experiment::default_config(), spec.base, "the study's base"));
   const auto& d = first["data"];
   fmt::print("per-run budget (base): {} px {}, {} epochs of batch {}; per class {} train / {} val / {} test images, "
              "OOD sets capped at {}; {} seeds\n",
@@ -254,11 +261,20 @@ int run(int argc, char** argv) {
       fmt::print("{}\n{}\n", id.dir(), nordf::study::run_config(spec, id, options.out_dir));
     return 0;
   }
+  // Each run of a study is one process; a study inside a data-parallel job would have every rank
+  // claim the same runs (and wait for peers that never join), so it is refused before any run.
+  if (nordf::dist::environment().distributed())
+    throw std::invalid_argument("this process is one rank of a data-parallel job (RANK/WORLD_SIZE or SLURM_PROCID/"
+                                "SLURM_NTASKS are set) but a study runs its runs one process at a time; to spread "
+                                "a study over processes, start one per shard with --shard i/n and without those "
+                                "variables (env -u ...)");
   std::signal(SIGINT, on_sigint);
   auto summary = nordf::study::run(spec, options);
   std::signal(SIGINT, SIG_DFL);
   fmt::print("\n{}", summary.markdown());
-  fmt::print("outputs: {}/summary.md, summary.json, plots/\n", options.out_dir);
+  const auto plots = std::filesystem::path(options.out_dir) / "plots";
+  fmt::print("outputs: {}/summary.md, summary.json{}\n", options.out_dir,
+             std::filesystem::is_directory(plots) && !std::filesystem::is_empty(plots) ? ", plots/" : "");
   return g_stop.load() ? 130 : 0;
 }
 
