@@ -272,9 +272,8 @@ int run(int argc, char** argv) {
   auto summary = nordf::study::run(spec, options);
   std::signal(SIGINT, SIG_DFL);
   fmt::print("\n{}", summary.markdown());
-  const auto plots = std::filesystem::path(options.out_dir) / "plots";
   fmt::print("outputs: {}/summary.md, summary.json{}\n", options.out_dir,
-             std::filesystem::is_directory(plots) && !std::filesystem::is_empty(plots) ? ", plots/" : "");
+             summary.finished() > 0 ? ", plots/" : "");  // plots are drawn from finished runs only
   return g_stop.load() ? 130 : 0;
 }
 
