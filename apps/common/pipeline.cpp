@@ -14,7 +14,7 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 extern "C" void on_sigint(int) {
-  if (g_stop.exchange(true)) std::_Exit(130);  // a second Ctrl-C leaves at once
+  if (g_stop.exchange(true)) std::_Exit(130);  // a second signal leaves at once
 }
 
 std::string fmt_phase(const PhaseStats& s) {
@@ -147,9 +147,11 @@ int run_pipeline(int argc, char** argv) {
     std::fflush(stdout);
   };
   hooks.stop = &g_stop;
-  // Ctrl-C requests a checkpointed stop only while training honours it; elsewhere (loading data,
-  // evaluating) it ends the process at once, as usual.
-  hooks.on_training = [](bool training) { std::signal(SIGINT, training ? on_sigint : SIG_DFL); };
+  // Ctrl-C or SIGTERM (a scheduler's preemption or time limit) requests a checkpointed stop only
+  // while training honours it; elsewhere (loading data, evaluating) it ends the process at once.
+  hooks.on_training = [](bool training) {
+    for (const int sig : {SIGINT, SIGTERM}) std::signal(sig, training ? on_sigint : SIG_DFL);
+  };
   const auto mode = resume.empty() ? experiment::Mode::kNew
                                    : eval_only ? experiment::Mode::kEvalOnly : experiment::Mode::kResume;
   auto result = experiment::run(config, mode, hooks);

@@ -289,7 +289,7 @@ int spawn_ranks(const std::string& app, int argc, char** argv, int64_t nproc, co
   auto failed_at = std::chrono::steady_clock::time_point::max();
   while (!ranks.empty()) {
     if (const int sig = g_forward_signal.exchange(0)) {
-      interrupted = interrupted || sig == SIGINT;
+      interrupted = interrupted || sig == SIGINT || sig == SIGTERM;
       for (const auto& [pid, r] : ranks) ::kill(pid, sig);
     }
     int status = 0;

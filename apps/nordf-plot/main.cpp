@@ -268,9 +268,9 @@ int run(int argc, char** argv) {
                                 "SLURM_NTASKS are set) but a study runs its runs one process at a time; to spread "
                                 "a study over processes, start one per shard with --shard i/n and without those "
                                 "variables (env -u ...)");
-  std::signal(SIGINT, on_sigint);
+  for (const int sig : {SIGINT, SIGTERM}) std::signal(sig, on_sigint);  // Ctrl-C, or a scheduler's stop
   auto summary = nordf::study::run(spec, options);
-  std::signal(SIGINT, SIG_DFL);
+  for (const int sig : {SIGINT, SIGTERM}) std::signal(sig, SIG_DFL);
   fmt::print("\n{}", summary.markdown());
   fmt::print("outputs: {}/summary.md, summary.json{}\n", options.out_dir,
              summary.finished() > 0 ? ", plots/" : "");  // plots are drawn from finished runs only

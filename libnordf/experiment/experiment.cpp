@@ -63,6 +63,24 @@ class DirectoryLock {
   int fd_ = -1;
 };
 
+/// Removes the temporary files of atomic writes ('.<name>.tmp<digits>') that a killed process left
+/// in a run directory (a checkpoint's is as large as the model). Called under the directory's lock,
+/// so no other process is writing them.
+void remove_stale_temporaries(const std::string& out) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(out, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    const auto name = it->path().filename().string();
+    const auto tmp = name.rfind(".tmp");
+    if (name.size() < 6 || name[0] != '.' || tmp == std::string::npos || tmp + 4 == name.size() ||
+        !std::all_of(name.begin() + static_cast<std::ptrdiff_t>(tmp + 4), name.end(),
+                     [](unsigned char ch) { return std::isdigit(ch); }))
+      continue;
+    std::error_code type_ec;
+    if (it->is_regular_file(type_ec)) fs::remove(it->path(), type_ec);
+  }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -326,6 +344,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   if (writer) {
     fs::create_directories(out);
     lock = DirectoryLock(out);
+    remove_stale_temporaries(out);
   }
   const Status previous = writer ? read_status(out) : Status{};
   const double before = previous.seconds;

@@ -309,4 +309,23 @@ TEST_CASE("when a rank dies, the other ends with an error naming it, and Ctrl-C 
   CHECK_THAT(read(dir + "/interrupted.log"), Catch::Contains("interrupted: checkpoint written"));
 }
 
+TEST_CASE("SIGTERM stops nordf-basic after a step with a checkpoint, as Ctrl-C does", "[apps][slow]") {
+  // Schedulers stop jobs with SIGTERM (preemption, time limits); the run must be resumable.
+  const auto dir = nordf_test::work_dir("sigterm");
+  auto p = start(tiny_run(dir + "/run", 2, 20, 60), {}, dir + "/run.log");
+  bool training = false;
+  for (int i = 0; i < 3000 && !training; ++i) {
+    training = read(dir + "/run.log").find("train epoch 1/20") != std::string::npos;
+    if (!training) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!training) ::kill(p.pid, SIGKILL), wait_for(p);
+  INFO(read(dir + "/run.log"));
+  REQUIRE(training);
+  ::kill(p.pid, SIGTERM);
+  CHECK(wait_for(p) == 130);
+  CHECK(fs::exists(dir + "/run/checkpoints/latest.pt"));
+  CHECK(read(dir + "/run/run.json").find("\"interrupted\"") != std::string::npos);
+  CHECK_THAT(read(dir + "/run.log"), Catch::Contains("interrupted: checkpoint written"));
+}
+
 #endif

@@ -101,7 +101,15 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
   CHECK(r.report.embedding.sim_x.size() == 30);
   // The same directory cannot start a new run; it resumes (nothing left to train) or re-evaluates.
   REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out), E::Mode::kNew), Catch::Contains("already holds a run"));
+  // A process killed while writing leaves its temporary files; the next run into the directory
+  // removes them (and nothing else).
+  for (const char* f : {"checkpoints/.epoch-0002.pt.tmp3542095323", ".run.json.tmp17", "ood/.scores.csv.tmp4"})
+    nordf::write_file_atomic(out + "/" + f, "partial");
+  nordf::write_file_atomic(out + "/notes.tmp1", "mine");
   auto again = E::run(nordf_test::tiny_run_config(out), E::Mode::kEvalOnly);
+  for (const char* f : {"checkpoints/.epoch-0002.pt.tmp3542095323", ".run.json.tmp17", "ood/.scores.csv.tmp4"})
+    CHECK_FALSE(fs::exists(fs::path(out) / f));
+  CHECK(fs::exists(out + "/notes.tmp1"));
   CHECK(again.report.id_accuracy == r.report.id_accuracy);
   CHECK(E::read_status(out).seconds > status.seconds);
   REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out + "-none"), E::Mode::kResume),
