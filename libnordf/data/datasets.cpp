@@ -432,10 +432,26 @@ bool is_image_file(const fs::path& p) {
 /// images.
 bool is_hidden(const fs::path& p) { return p.filename().string().rfind('.', 0) == 0; }
 
-std::vector<std::string> list_images(const fs::path& dir) {
+/// The entries of `dir`, or an error naming it and the reason (permission, a symbolic-link loop).
+std::vector<fs::directory_entry> entries(const fs::path& dir) {
+  std::error_code ec;
+  std::vector<fs::directory_entry> out;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    out.push_back(*it);
+  if (ec) throw std::runtime_error("cannot list the folder '" + dir.string() + "': " + ec.message());
+  return out;
+}
+
+/// The image files of `dir`, sorted. Image names that do not lead to a file (a broken symbolic
+/// link, a link loop) go to `unreadable`.
+std::vector<std::string> list_images(const fs::path& dir, std::vector<std::string>& unreadable) {
   std::vector<std::string> out;
-  for (auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && !is_hidden(e.path()) && is_image_file(e.path())) out.push_back(e.path().string());
+  for (const auto& e : entries(dir)) {
+    if (is_hidden(e.path()) || !is_image_file(e.path())) continue;
+    std::error_code ec;
+    if (e.is_regular_file(ec)) out.push_back(e.path().string());
+    else if (ec || e.is_symlink(ec)) unreadable.push_back(e.path().string());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -443,10 +459,11 @@ std::vector<std::string> list_images(const fs::path& dir) {
 /// "class folder 'DIR' holds no images", with what it holds instead, if anything.
 std::string no_images(const fs::path& dir) {
   std::vector<std::string> files, folders;
-  for (auto& e : fs::directory_iterator(dir)) {
+  for (const auto& e : entries(dir)) {
+    std::error_code ec;
     if (is_hidden(e.path())) continue;
-    if (e.is_directory()) folders.push_back(e.path().filename().string());
-    else if (e.is_regular_file()) files.push_back(e.path().filename().string());
+    if (e.is_directory(ec)) folders.push_back(e.path().filename().string());
+    else if (e.is_regular_file(ec)) files.push_back(e.path().filename().string());
   }
   std::sort(files.begin(), files.end());
   std::sort(folders.begin(), folders.end());
@@ -483,10 +500,17 @@ void filter_corrupt(std::vector<std::string>& paths, std::vector<int64_t>& label
 /// A folder of class subfolders, or a flat folder of images (one class, label 0).
 std::shared_ptr<ImageDataset> folder_dataset(const std::string& root, std::vector<std::string>* class_names,
                                              bool require_classes, bool skip, std::vector<std::string>& skipped) {
-  if (!fs::is_directory(root)) throw std::runtime_error("image folder '" + root + "' does not exist");
-  std::vector<std::string> classes;
-  for (auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && !is_hidden(e.path())) classes.push_back(e.path().filename().string());
+  if (!fs::is_directory(root))
+    throw std::runtime_error("image folder '" + root + "' " + (fs::exists(root) ? "is not a directory" : "does not exist"));
+  std::vector<std::string> classes, unreadable;
+  for (const auto& e : entries(root)) {
+    if (is_hidden(e.path())) continue;
+    std::error_code ec, link_ec;
+    if (e.is_directory(ec)) classes.push_back(e.path().filename().string());
+    else if (ec && !is_image_file(e.path()) && e.is_symlink(link_ec))  // a class folder's link that leads nowhere
+      throw std::runtime_error("image folder entry '" + e.path().string() +
+                               "' is a symbolic link that cannot be followed: " + ec.message());
+  }
   std::sort(classes.begin(), classes.end());
   std::vector<std::string> paths;
   std::vector<int64_t> labels;
@@ -494,22 +518,33 @@ std::shared_ptr<ImageDataset> folder_dataset(const std::string& root, std::vecto
   if (!require_classes) {
     // An OOD set: the images at its top level (label 0) and in its subfolders (labelled by
     // subfolder index, as an ImageFolder); subfolders without images are ignored.
-    paths = list_images(root);
+    paths = list_images(root, unreadable);
     labels.assign(paths.size(), 0);
     for (size_t c = 0; c < classes.size(); ++c)
-      for (auto& f : list_images(fs::path(root) / classes[c])) {
+      for (auto& f : list_images(fs::path(root) / classes[c], unreadable)) {
         paths.push_back(f);
         labels.push_back(static_cast<int64_t>(c));
       }
   } else {
     for (size_t c = 0; c < classes.size(); ++c) {
-      auto files = list_images(fs::path(root) / classes[c]);
+      auto files = list_images(fs::path(root) / classes[c], unreadable);
       if (files.empty()) throw std::runtime_error(no_images(fs::path(root) / classes[c]));
       for (auto& f : files) {
         paths.push_back(f);
         labels.push_back(static_cast<int64_t>(c));
       }
     }
+  }
+  if (!unreadable.empty()) {
+    std::sort(unreadable.begin(), unreadable.end());
+    if (!skip) {
+      std::error_code ec;
+      (void)fs::status(unreadable.front(), ec);
+      throw std::runtime_error("image '" + unreadable.front() + "' cannot be read: " +
+                               (ec ? ec.message() : std::string("not a file")) +
+                               (unreadable.size() > 1 ? " (and " + std::to_string(unreadable.size() - 1) + " more)" : ""));
+    }
+    skipped.insert(skipped.end(), unreadable.begin(), unreadable.end());
   }
   if (paths.empty()) throw std::runtime_error("image folder '" + root + "' holds no images");
   filter_corrupt(paths, labels, skip, skipped);

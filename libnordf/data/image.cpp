@@ -205,12 +205,21 @@ torch::Tensor decode_image(const std::string& bytes, const std::string& source, 
 }
 
 torch::Tensor load_image(const std::string& path, const ReadLimits& limits) {
-  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("image '" + path + "' does not exist");
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (st.type() == std::filesystem::file_type::not_found)
+    throw std::runtime_error("image '" + path + "' does not exist");
+  if (ec) throw std::runtime_error("cannot read image '" + path + "': " + ec.message());
+  if (!std::filesystem::is_regular_file(st)) throw std::runtime_error("image '" + path + "' is not a file");
   std::string bytes;
   try {
     bytes = read_file(path);
-  } catch (const std::exception&) {
-    throw std::runtime_error("cannot read image '" + path + "'");
+  } catch (const std::exception& e) {
+    // read_file says "cannot read 'PATH': REASON"; keep the reason.
+    const std::string what = e.what();
+    const auto reason = what.rfind("': ");
+    throw std::runtime_error("cannot read image '" + path + "'" +
+                             (reason == std::string::npos ? std::string() : what.substr(reason + 1)));
   }
   return decode_image(bytes, path, limits);
 }

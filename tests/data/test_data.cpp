@@ -430,6 +430,33 @@ TEST_CASE("Stanford Dogs: explicit ID breeds by index or name, and clear errors"
                       "Stanford Dogs: the near-OOD set 'stanford-dogs-unseen' holds no image");
 }
 
+TEST_CASE("image folders: links that lead nowhere are named, or dropped with skip_corrupt", "[data][hostile]") {
+  const auto dir = nordf_test::work_dir("folder_links");
+  for (int c = 0; c < 2; ++c)
+    for (int i = 0; i < 6; ++i) write_png(dir + "/id/c" + std::to_string(c) + "/" + std::to_string(i) + ".png", 0.5f);
+  nordf::SplitOptions o;
+  const auto before = nordf::image_folder_split(dir + "/id", "", {""}, o).train->size();
+  // Two image links pointing at each other, and one pointing at a file that is gone.
+  fs::create_symlink("y.png", dir + "/id/c0/x.png");
+  fs::create_symlink("x.png", dir + "/id/c0/y.png");
+  fs::create_symlink(dir + "/gone.png", dir + "/id/c1/z.png");
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {""}, o),
+                      Catch::Contains("id/c0/x.png' cannot be read: Too many levels of symbolic links (and 2 more)"));
+  auto skipping = o;
+  skipping.skip_corrupt = true;
+  const auto split = nordf::image_folder_split(dir + "/id", "", {""}, skipping);
+  CHECK(split.train->size() == before);
+  CHECK(split.skipped_files.size() == 3);
+  // A class folder that links to itself, and a root that is a file.
+  fs::create_symlink("loop", dir + "/id/loop");
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {""}, skipping),
+                      Catch::Contains("id/loop' is a symbolic link that cannot be followed: Too many levels"));
+  REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id/c0/0.png", "", {""}, o),
+                      Catch::Contains("image folder '" + dir + "/id/c0/0.png' is not a directory"));
+  REQUIRE_THROWS_WITH(nordf::load_image(dir + "/id/c0/x.png"),
+                      "cannot read image '" + dir + "/id/c0/x.png': Too many levels of symbolic links");
+}
+
 TEST_CASE("pair sampler: rate, fresh partners each epoch, reproducible", "[data]") {
   std::vector<int64_t> labels;
   for (int i = 0; i < 1000; ++i) labels.push_back(i % 5);
