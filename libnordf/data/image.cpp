@@ -186,6 +186,14 @@ torch::Tensor decode_image(const std::string& bytes, const std::string& source, 
   check_jpeg(bytes, source);
   if (bytes.size() >= 8 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) check_png(bytes, source);
   if (hw > 0 && hh > 0 && hw > limits.max_pixels / hh) throw too_large(hw, hh);  // hw·hh may pass 2^63
+  constexpr int64_t kMaxSide = int64_t(1) << 24;  // stb_image's STBI_MAX_DIMENSIONS
+  if (hw > kMaxSide || hh > kMaxSide)
+    throw std::runtime_error("image '" + source + "' is too large: " + std::to_string(hw) + "×" + std::to_string(hh) +
+                             " pixels; a side may be at most " + std::to_string(kMaxSide));
+  const bool png_header = bytes.size() >= 24 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0 &&
+                          bytes.compare(12, 4, "IHDR") == 0;
+  if (png_header && (hw == 0 || hh == 0))
+    throw std::runtime_error("image '" + source + "' has no pixels (" + std::to_string(hw) + "×" + std::to_string(hh) + ")");
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {
     const char* why = stbi_failure_reason();

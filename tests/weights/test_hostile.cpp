@@ -153,6 +153,11 @@ TEST_CASE("a PNG that claims 100000 x 100000 pixels is refused before decoding",
   // Width × height beyond 2^63 (a fuzzer's finding): refused from the header, without overflowing.
   REQUIRE_THROWS_WITH(nordf::decode_image(png_header(0xFFFFFFFF, 0xFFFFFF15), "wrap.png"),
                       Catch::Contains("image 'wrap.png' is too large: 4294967295×4294967061 pixels"));
+  // Within max_pixels but past the decoder's side limit, and no pixels at all: both said
+  // "Image not of any known type, or corrupt".
+  REQUIRE_THROWS_WITH(nordf::decode_image(png_header(1, 1 << 26), "tall.png"),
+                      "image 'tall.png' is too large: 1×67108864 pixels; a side may be at most 16777216");
+  REQUIRE_THROWS_WITH(nordf::decode_image(png_header(0, 0), "empty.png"), "image 'empty.png' has no pixels (0×0)");
 }
 
 TEST_CASE("a truncated .gz and an IDX header beyond the limits get clean errors", "[data][hostile]") {
