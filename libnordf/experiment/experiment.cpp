@@ -64,20 +64,26 @@ class DirectoryLock {
 };
 
 /// Removes the temporary files of atomic writes ('.<name>.tmp<digits>') that a killed process left
-/// in a run directory (a checkpoint's is as large as the model). Called under the directory's lock,
-/// so no other process is writing them.
+/// in a run directory (a checkpoint's is as large as the model): in the directory and the folders
+/// libnordf writes into, not below them, and only in a directory that holds a run (run.json), so
+/// that an --out pointing at other files never loses any. Called under the directory's lock, so no
+/// other process is writing them.
 void remove_stale_temporaries(const std::string& out) {
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(out, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
-    const auto name = it->path().filename().string();
-    const auto tmp = name.rfind(".tmp");
-    if (name.size() < 6 || name[0] != '.' || tmp == std::string::npos || tmp + 4 == name.size() ||
-        !std::all_of(name.begin() + static_cast<std::ptrdiff_t>(tmp + 4), name.end(),
-                     [](unsigned char ch) { return std::isdigit(ch); }))
-      continue;
-    std::error_code type_ec;
-    if (it->is_regular_file(type_ec)) fs::remove(it->path(), type_ec);
+  if (!fs::exists(fs::path(out) / "run.json")) return;
+  for (const char* sub : {"", "checkpoints", "ood", "saliency"}) {
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(fs::path(out) / sub, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      const auto name = it->path().filename().string();
+      const auto tmp = name.rfind(".tmp");
+      if (name.size() < 6 || name[0] != '.' || tmp == std::string::npos || tmp + 4 == name.size() ||
+          !std::all_of(name.begin() + static_cast<std::ptrdiff_t>(tmp + 4), name.end(),
+                       [](unsigned char ch) { return std::isdigit(ch); }))
+        continue;
+      std::error_code type_ec;
+      if (it->is_symlink(type_ec) || !it->is_regular_file(type_ec)) continue;
+      fs::remove(it->path(), type_ec);
+    }
   }
 }
 

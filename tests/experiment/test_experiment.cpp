@@ -106,10 +106,12 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
   for (const char* f : {"checkpoints/.epoch-0002.pt.tmp3542095323", ".run.json.tmp17", "ood/.scores.csv.tmp4"})
     nordf::write_file_atomic(out + "/" + f, "partial");
   nordf::write_file_atomic(out + "/notes.tmp1", "mine");
+  nordf::write_file_atomic(out + "/mine/.draft.tmp5", "mine");  // below libnordf's folders: not its own
   auto again = E::run(nordf_test::tiny_run_config(out), E::Mode::kEvalOnly);
   for (const char* f : {"checkpoints/.epoch-0002.pt.tmp3542095323", ".run.json.tmp17", "ood/.scores.csv.tmp4"})
     CHECK_FALSE(fs::exists(fs::path(out) / f));
   CHECK(fs::exists(out + "/notes.tmp1"));
+  CHECK(fs::exists(out + "/mine/.draft.tmp5"));
   CHECK(again.report.id_accuracy == r.report.id_accuracy);
   CHECK(E::read_status(out).seconds > status.seconds);
   REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out + "-none"), E::Mode::kResume),
