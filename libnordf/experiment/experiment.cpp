@@ -361,6 +361,11 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
                     group ? fmt::format(" | rank 0 of {} ({} at {}:{})", env.world_size, device.is_cuda() ? "NCCL" : "Gloo",
                                         env.master_addr, env.master_port)
                           : std::string()));
+    if (const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
+        cores > 0 && torch::get_num_threads() * env.local_world_size > cores)
+      log(fmt::format("warning: {} threads × {} process(es) on this machine's {} hardware threads oversubscribe it; "
+                      "steps will be slower than with run.threads = 0 (one share of the cores each)",
+                      torch::get_num_threads(), env.local_world_size, cores));
     result.split = make_split(result.config);
     auto& split = result.split;
     log(describe_split(split));

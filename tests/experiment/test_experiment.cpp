@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "experiment/tiny_config.h"
 #include "test_util.h"
@@ -250,6 +251,23 @@ TEST_CASE("settings the evaluation cannot use fail before training, naming the s
       CHECK_THAT(l, Catch::Contains("near-OOD id_test-2 (2)"));
     }
   CHECK(data_line);
+  for (const auto& l : lines) CHECK(l.find("oversubscribe") == std::string::npos);
+  // More threads than the machine has are allowed, but said to be slow (nordf-bench's sgemm took
+  // 20× longer at 1024 threads on 2 cores).
+  const int threads_before = torch::get_num_threads();
+  const auto cores = static_cast<int64_t>(std::thread::hardware_concurrency());
+  lines.clear();
+  REQUIRE_THROWS(E::run(nordf_test::tiny_run_config(nordf_test::work_dir("experiment_threads"),
+                                                    {{"data", {{"dataset", "image-folder"}, {"root", small}, {"id_classes", {"a", "b"}},
+                                                               {"far_ood_root", ""}}},
+                                                     {"run", {{"threads", cores + 1}}}}),
+                        E::Mode::kNew, hooks));
+  torch::set_num_threads(threads_before);
+  bool warned = false;
+  for (const auto& l : lines)
+    warned = warned || l.find("warning: " + std::to_string(cores + 1) + " threads × 1 process(es) on this machine's " +
+                              std::to_string(cores) + " hardware threads oversubscribe it") != std::string::npos;
+  CHECK(warned);
   // A reconstruction loss that cannot take the model's reconstructions (16 px, under a perceptual
   // network's 32), and perceptual layers the network lacks.
   fails_untrained(nordf_test::work_dir("experiment_perceptual_size"),
