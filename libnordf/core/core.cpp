@@ -157,10 +157,6 @@ std::string loaded_blas_library() {
   return found;
 }
 
-}  // namespace nordf
-
-namespace nordf {
-
 nlohmann::json parse_json(const std::string& text) {
   using json = nlohmann::json;
   std::vector<std::set<std::string>> keys;  // the keys seen in each open object
