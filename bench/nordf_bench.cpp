@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
-#include <map>
 
 namespace {
 
@@ -186,27 +185,10 @@ void measure_eval(const std::string& text, torch::Device device, int64_t per_set
 // ROOT/<class>/<image>: the training pair loader (decode, augment, reconstruction target,
 // normalise, batch) over one epoch, after one warm-up epoch that fills the page cache.
 void measure_data(const std::string& text, const std::string& root, int64_t epochs) {
-  std::vector<std::string> paths;
-  std::vector<int64_t> labels;
-  std::map<std::string, int64_t> classes;
-  if (!fs::is_directory(root)) throw std::runtime_error("--data-dir '" + root + "' is not a directory");
-  for (const auto& c : fs::directory_iterator(root))
-    if (c.is_directory()) classes.emplace(c.path().filename().string(), 0);
-  int64_t k = 0;
-  for (auto& kv : classes) kv.second = k++;
-  for (const auto& kv : classes) {
-    std::vector<std::string> files;
-    for (const auto& f : fs::directory_iterator(fs::path(root) / kv.first))
-      if (f.is_regular_file()) files.push_back(f.path().string());
-    std::sort(files.begin(), files.end());
-    for (auto& f : files) {
-      paths.push_back(std::move(f));
-      labels.push_back(kv.second);
-    }
-  }
-  if (classes.size() < 2 || paths.empty())
+  std::vector<std::string> classes;
+  auto data = nordf::read_image_folder(root, &classes);
+  if (classes.size() < 2)
     throw std::runtime_error("--data-dir '" + root + "' needs at least two class folders of images");
-  auto data = std::make_shared<nordf::FileImageDataset>(paths, labels);
   auto options = nordf::experiment::make_loader_options(text, /*train=*/true);
   options.drop_last = true;
   nordf::PairLoader loader(data, 0.5, options);
@@ -227,7 +209,7 @@ void measure_data(const std::string& text, const std::string& root, int64_t epoc
   const double rate = rates[rates.size() / 2];
   fmt::print("data pipeline: {} files in {} classes, pairs of {} px + {} px targets, batch {}, {} workers, crop {} flip {} "
              "rotation {}: {:.1f} images/s (median of {} epochs)\n",
-             paths.size(), classes.size(), options.transform.image_size, options.transform.recon_size,
+             data->size(), classes.size(), options.transform.image_size, options.transform.recon_size,
              options.batch_size, options.workers, options.transform.crop_scale_min, options.transform.hflip_prob,
              options.transform.rotation_degrees, rate, epochs);
   fmt::print("result data_images_per_s {:.2f}\n", rate);
@@ -318,15 +300,16 @@ int run(int argc, char** argv) {
   app.add_option("--measure", measure, "step, eval, data, sgemm or depthwise")
       ->check(CLI::IsMember({"step", "eval", "data", "sgemm", "depthwise"}));
   // Counts. CLI11 would clamp a value beyond 64 bits to the limit: the range check comes first.
-  auto count = [&](const std::string& name, int64_t& value, const std::string& help, int64_t min) {
-    app.add_option(name, value, help)->check(nordf::app::int64_range())->check(CLI::Range(min, INT64_MAX));
+  auto count = [&](const std::string& name, int64_t& value, const std::string& help, int64_t min,
+                   int64_t max = INT64_MAX) {
+    app.add_option(name, value, help)->check(nordf::app::int64_range())->check(CLI::Range(min, max));
   };
   count("--steps", steps, "timed steps (step)", 1);
   count("--warmup", warmup, "untimed steps first (step)", 0);
   app.add_flag("--breakdown", breakdown, "also time the backbone and the decoder alone (step)");
   app.add_flag("--channels-last", channels_last, "convolution weights and inputs in channels-last memory format (step)");
   app.add_option("--profile", profile, "write LibTorch's operator trace of one more step or evaluation to this file (step, eval)");
-  count("--blas-threads", blas_threads, "OpenBLAS threads (the apps use 1)", 1);
+  count("--blas-threads", blas_threads, "OpenBLAS threads (the apps use 1; at most 4096, as run.threads)", 1, 4096);
   count("--eval-images", eval_images, "images in each of the four evaluation sets (eval)", 1);
   count("--repeats", repeats, "timed repetitions (eval, sgemm, depthwise)", 1);
   app.add_option("--data-dir", data_dir, "an image folder, ROOT/<class>/<image> (data)");

@@ -554,6 +554,11 @@ std::shared_ptr<ImageDataset> folder_dataset(const std::string& root, std::vecto
 
 }  // namespace
 
+std::shared_ptr<ImageDataset> read_image_folder(const std::string& root, std::vector<std::string>* class_names) {
+  std::vector<std::string> skipped;
+  return folder_dataset(root, class_names, /*require_classes=*/true, /*skip=*/false, skipped);
+}
+
 OpenSetSplit image_folder_split(const std::string& root, const std::string& ood_root,
                                 const std::vector<std::string>& far_ood_roots, const SplitOptions& opt) {
   OpenSetSplit split;

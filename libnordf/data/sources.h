@@ -66,6 +66,10 @@ OpenSetSplit fashion_mnist_split(const std::string& root, const std::string& far
 OpenSetSplit image_folder_split(const std::string& root, const std::string& ood_root,
                                 const std::vector<std::string>& far_ood_roots, const SplitOptions& options);
 
+/// Every image of an ImageFolder, `root/<class>/*.{jpg,jpeg,png,bmp}`, labelled by the class
+/// folders' sorted order (the names go to `class_names` when given); listed as
+/// `image_folder_split` lists it, with the same errors. Images are decoded when read.
+std::shared_ptr<ImageDataset> read_image_folder(const std::string& root, std::vector<std::string>* class_names = nullptr);
 /// Stanford Dogs, original layout: `root/Images/<synset>-<breed>/*.jpg` and
 /// `root/{train,test}_list.mat` (fields file_list, labels; labels 1-based).
 ///  - ID breeds: `options.id_classes` (class indices 1–120 as in the lists, or names: the folder

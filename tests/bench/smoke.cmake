@@ -36,3 +36,19 @@ execute_process(COMMAND ${BENCH} --steps 18446744073709551616 RESULT_VARIABLE rc
 if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "--steps: '18446744073709551616' is out of range")
   message(FATAL_ERROR "--steps beyond 64 bits: exit ${rc}, '${out}${err}'")
 endif()
+# The data folder is listed as the library lists an ImageFolder: a link loop among the images is
+# named with its reason, not a raw filesystem error.
+file(MAKE_DIRECTORY ${WORK}/looped/a ${WORK}/looped/b)
+configure_file(${IMAGES}/rgb.png ${WORK}/looped/a/rgb.png COPYONLY)
+configure_file(${IMAGES}/rgb.png ${WORK}/looped/b/rgb.png COPYONLY)
+file(CREATE_LINK loop.png ${WORK}/looped/b/loop.png SYMBOLIC)
+execute_process(COMMAND ${BENCH} --measure data --data-dir ${WORK}/looped --batch-size 1 --data-epochs 1 --threads 1
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "image '[^']*looped/b/loop.png' cannot be read" OR err MATCHES "filesystem error")
+  message(FATAL_ERROR "a link loop in --data-dir: exit ${rc}, '${err}'")
+endif()
+# OpenBLAS threads beyond the library's thread limit are refused, as --threads is.
+execute_process(COMMAND ${BENCH} --measure sgemm --sgemm-size 8 --blas-threads 100000 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "--blas-threads")
+  message(FATAL_ERROR "--blas-threads 100000: exit ${rc}, '${out}${err}'")
+endif()

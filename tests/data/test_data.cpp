@@ -198,6 +198,14 @@ TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]")
   fs::create_directories(dir + "/id/empty_class");
   REQUIRE_THROWS_WITH(nordf::image_folder_split(dir + "/id", "", {}, o), Catch::Contains("empty_class' holds no images"));
   fs::remove(dir + "/id/empty_class");
+  // The whole folder as one dataset, labelled in the sorted class order.
+  std::vector<std::string> names;
+  const auto whole = nordf::read_image_folder(dir + "/id", &names);
+  CHECK(names == std::vector<std::string>{"class0", "class1", "class2"});
+  REQUIRE(whole->size() == 30);
+  for (int64_t i = 0; i < whole->size(); ++i)
+    CHECK(whole->source(i).find("/class" + std::to_string(whole->label(i)) + "/") != std::string::npos);
+  REQUIRE_THROWS_WITH(nordf::read_image_folder(dir + "/none"), Catch::Contains("/none' does not exist"));
   // A class folder of images in a format it cannot read says what it found.
   nordf::write_file_atomic(dir + "/id/scans/a.tif", std::string("II*"));
   nordf::write_file_atomic(dir + "/id/scans/b.tif", std::string("II*"));
