@@ -417,6 +417,8 @@ Summary run(const Spec& spec, const Options& options) {
       continue;
     }
     const auto config = run_config(spec, id, options.out_dir);
+    if (!status.state.empty() && fs::exists(fs::path(dir) / "checkpoints" / "latest.pt"))
+      log(fmt::format("{}: resuming the {} run from its checkpoint", label, status.state));
     const auto r0 = std::chrono::steady_clock::now();
     std::string outcome;
     try {

@@ -328,4 +328,41 @@ TEST_CASE("SIGTERM stops nordf-basic after a step with a checkpoint, as Ctrl-C d
   CHECK_THAT(read(dir + "/run.log"), Catch::Contains("interrupted: checkpoint written"));
 }
 
+#ifdef NORDF_PLOT_EXE
+TEST_CASE("SIGTERM stops a nordf-plot study after a step with a checkpoint, and the study resumes", "[apps][slow]") {
+  const auto dir = nordf_test::work_dir("sigterm_plot");
+  {
+    std::ofstream grid(dir + "/grid.json");
+    grid << R"({"name": "sigterm", "base": {
+      "data": {"train_per_class": 60, "val_per_class": 4, "test_per_class": 4, "ood_limit": 10, "workers": 1},
+      "model": {"channels": 16, "decoder_width": 16, "dropout": 0},
+      "train": {"batch_size": 2, "epochs": 2}, "ood": {"methods": ["msp"], "embedding_points": 0},
+      "saliency": {"images": 0}, "run": {"threads": 1}},
+      "points": [{"name": "only"}], "seeds": [1]})";
+  }
+  auto p = start({NORDF_PLOT_EXE, "--grid", dir + "/grid.json", "--out", dir + "/study"}, {}, dir + "/plot.log");
+  // The study logs per run; the run's steps.csv shows that it is training.
+  const auto run_dir = dir + "/study/runs/default/only/seed-1";
+  bool training = false;
+  for (int i = 0; i < 3000 && !training; ++i) {
+    const auto steps = read(run_dir + "/steps.csv");
+    training = std::count(steps.begin(), steps.end(), '\n') >= 3;
+    if (!training) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!training) ::kill(p.pid, SIGKILL), wait_for(p);
+  INFO(read(dir + "/plot.log"));
+  REQUIRE(training);
+  ::kill(p.pid, SIGTERM);
+  CHECK(wait_for(p) == 130);
+  CHECK(fs::exists(run_dir + "/checkpoints/latest.pt"));
+  CHECK(read(run_dir + "/run.json").find("\"interrupted\"") != std::string::npos);
+  // The same command again picks the run up from its checkpoint and finishes it.
+  CHECK(run({NORDF_PLOT_EXE, "--grid", dir + "/grid.json", "--out", dir + "/study"}, dir + "/again.log") == 0);
+  INFO(read(dir + "/again.log"));
+  CHECK_THAT(read(dir + "/again.log"),
+             Catch::Contains("[1/1] default · only · seed 1: resuming the interrupted run from its checkpoint"));
+  CHECK(read(run_dir + "/run.json").find("\"finished\"") != std::string::npos);
+}
+#endif
+
 #endif
