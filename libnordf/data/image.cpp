@@ -199,6 +199,9 @@ torch::Tensor decode_image(const std::string& bytes, const std::string& source, 
     const char* why = stbi_failure_reason();
     throw std::runtime_error("cannot decode image '" + source + "': " + (why ? why : "unknown format"));
   }
+  // A BMP stored top-down declares a negative height; stb_image reads it either way.
+  const bool bmp = bytes.size() >= 2 && bytes.compare(0, 2, "BM") == 0;
+  if (bmp && h < 0 && h > INT32_MIN) h = -h;
   if (w <= 0 || h <= 0 || static_cast<int64_t>(w) * h > limits.max_pixels) throw too_large(w, h);
   // stb_image keeps its failure reason in a thread-local, so loader threads do not race on it.
   unsigned char* pixels = stbi_load_from_memory(data, len, &w, &h, &channels, 3);

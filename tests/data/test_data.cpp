@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -86,6 +87,26 @@ TEST_CASE("images decode to 3×H×W floats and corrupt files are named", "[data]
   REQUIRE(stbi_write_bmp((dir + "/d.bmp").c_str(), 16, 16, 3, rgb.data()) != 0);
   CHECK(nordf::load_image(dir + "/c.jpg").mean().item<double>() == Approx(200.0 / 255.0).margin(0.02));
   CHECK(nordf::load_image(dir + "/d.bmp").sizes() == torch::IntArrayRef({3, 16, 16}));
+  {
+    // A top-down BMP (negative height, rows stored top first) is as valid as a bottom-up one.
+    std::vector<uint8_t> two_rows(3 * 2 * 3, 10);
+    std::fill(two_rows.begin() + 9, two_rows.end(), uint8_t(200));  // the bottom row
+    REQUIRE(stbi_write_bmp((dir + "/up.bmp").c_str(), 3, 2, 3, two_rows.data()) != 0);
+    auto b = nordf::read_file(dir + "/up.bmp");
+    uint32_t offset = 0;
+    std::memcpy(&offset, b.data() + 10, 4);
+    const size_t row = 12;  // 3 pixels × 3 bytes, padded to 4
+    const std::string bottom_up = b.substr(offset, row), top_row = b.substr(offset + row, row);
+    b.replace(offset, row, top_row);
+    b.replace(offset + row, row, bottom_up);
+    const int32_t height = -2;
+    std::memcpy(&b[22], &height, 4);
+    nordf::write_file_atomic(dir + "/down.bmp", b);
+    const auto up = nordf::load_image(dir + "/up.bmp"), down = nordf::load_image(dir + "/down.bmp");
+    CHECK(up.sizes() == torch::IntArrayRef({3, 2, 3}));
+    CHECK(up[0][0][0].item<float>() == Approx(10.0 / 255.0));
+    CHECK(torch::equal(down, up));
+  }
 
   // Truncated PNG.
   std::string bytes = nordf::read_file(dir + "/a.png");
