@@ -140,6 +140,23 @@ std::string shown(const json& v) {
   return s.size() > 60 ? s.substr(0, 57) + "..." : s;
 }
 
+/// The default of a setting, by dotted path (null when the defaults have no such key). A
+/// setting's declared type is its default's: an earlier layer that wrote 0 for a number must not
+/// make a later layer's 0.5 "not an integer".
+json declared(const std::string& path) {
+  static const json d = defaults();
+  const json* at = &d;
+  size_t start = 0;
+  while (true) {
+    const auto dot = path.find('.', start);
+    const auto key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!at->is_object() || !at->contains(key)) return nullptr;
+    at = &(*at)[key];
+    if (dot == std::string::npos) return *at;
+    start = dot + 1;
+  }
+}
+
 void merge(json& config, const json& patch, const std::string& where, const std::string& prefix) {
   if (!patch.is_object())
     throw std::invalid_argument(where + ": " + (prefix.empty() ? std::string("the configuration") : prefix) +
@@ -151,8 +168,10 @@ void merge(json& config, const json& patch, const std::string& where, const std:
     if (slot.is_object()) {
       merge(slot, it.value(), where, path);
     } else {
-      if (!same_kind(slot, it.value(), path))
-        throw std::invalid_argument(where + ": " + path + ": expected " + type_name(slot) + ", got " + shown(it.value()));
+      const json declared_value = declared(path);
+      const json& kind = declared_value.is_null() ? slot : declared_value;
+      if (!same_kind(kind, it.value(), path))
+        throw std::invalid_argument(where + ": " + path + ": expected " + type_name(kind) + ", got " + shown(it.value()));
       slot = it.value();
     }
   }

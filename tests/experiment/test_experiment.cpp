@@ -32,6 +32,14 @@ TEST_CASE("merging checks keys and JSON types and names where they came from", "
   const auto d = E::default_config();
   CHECK(json::parse(E::merge_config(d, R"({"train": {"epochs": 7}})", "f.json"))["train"]["epochs"] == 7);
   CHECK(json::parse(E::merge_config(d, R"({"train": {"lr": 1}})", "f.json"))["train"]["lr"] == 1);  // int for a number
+  // The declared type counts, not the previous layer's: a base of 0 and a point of 0.5 (a grid),
+  // or a saved config's 0.0014 after a file's 0.
+  const auto zero = E::merge_config(d, R"({"model": {"dropout": 0}, "train": {"lr": 1}})", "base");
+  const auto point = json::parse(E::merge_config(zero, R"({"model": {"dropout": 0.5}, "train": {"lr": 0.25}})", "point"));
+  CHECK(point["model"]["dropout"] == 0.5);
+  CHECK(point["train"]["lr"] == 0.25);
+  REQUIRE_THROWS_WITH(E::merge_config(zero, R"({"train": {"epochs": 2.5}})", "point"),
+                      "point: train.epochs: expected an integer, got 2.5");
   REQUIRE_THROWS_WITH(E::merge_config(d, R"({"train": {"epoch": 7}})", "f.json"),
                       "f.json: unknown setting 'train.epoch'");
   REQUIRE_THROWS_WITH(E::merge_config(d, R"({"train": {"epochs": "7"}})", "f.json"),
