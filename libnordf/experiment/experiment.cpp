@@ -134,9 +134,10 @@ std::string describe_split(const OpenSetSplit& split) {
   return s;
 }
 
-/// A resumed run keeps the model and the ID classes its checkpoint was trained with: a changed
-/// setting would load weights into a network of another shape, or into classes they were not
-/// trained for. ID classes count as the same when they select the same classes in the same order
+/// A resumed run keeps the model, the ID classes and the data split its checkpoint was trained
+/// with: a changed setting would load weights into a network of another shape, or into classes
+/// they were not trained for, or draw the validation and test images from images it was trained
+/// on (the split follows run.seed and data.fractions). ID classes count as the same when they select the same classes in the same order
 /// (by index or by name). Regularisation settings (drop_path, dropout) and the weights file used at
 /// initialisation may change.
 void check_resumable(const json& c, const std::string& checkpoint) {
@@ -151,7 +152,7 @@ void check_resumable(const json& c, const std::string& checkpoint) {
   std::vector<std::string> fixed;
   for (auto it = c.at("model").begin(); it != c.at("model").end(); ++it)
     if (it.key() != "drop_path" && it.key() != "dropout" && it.key() != "backbone_weights") fixed.push_back("model/" + it.key());
-  fixed.insert(fixed.end(), {"data/dataset", "data/id_classes"});
+  fixed.insert(fixed.end(), {"data/dataset", "data/id_classes", "data/fractions", "run/seed"});
   // Classes given as 3 in a file and as "3" on the command line are the same selector.
   auto same = [](const json& a, const json& b) {
     if (!a.is_array() || !b.is_array() || a.size() != b.size()) return a == b;
@@ -179,8 +180,8 @@ void check_resumable(const json& c, const std::string& checkpoint) {
     auto dotted = key;
     dotted[dotted.find('/')] = '.';
     throw std::invalid_argument(fmt::format(
-        "{} = {}: the checkpoint {} was trained with {} = {}; a resumed run keeps its model and ID classes "
-        "(start a new run to change them)",
+        "{} = {}: the checkpoint {} was trained with {} = {}; a resumed run keeps its model, ID classes and "
+        "data split (start a new run to change them)",
         dotted, c.at(ptr).dump(), checkpoint, dotted, saved.at(ptr).dump()));
   }
 }
@@ -355,6 +356,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   const Status previous = writer ? read_status(out) : Status{};
   const double before = previous.seconds;
   if (writer) write_status(out, "running", "", before);
+  bool trained = false;  // whether this call trained any step
   try {
     log(fmt::format("libnordf {} | device {} | {} threads | BLAS {}{}", NORDF_VERSION_STRING, device.str(),
                     torch::get_num_threads(), loaded_blas_library(),
@@ -429,10 +431,12 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
         }
       };
       FitResult fit;
+      const auto steps_before = trainer.steps().size();
       {
         TrainingPhase phase(hooks);
         fit = trainer.fit();
       }
+      trained = trainer.steps().size() != steps_before;
       result.history = trainer.history();
       result.steps = trainer.steps();
       if (group)
@@ -475,9 +479,11 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   } catch (const std::exception& e) {
     std::string what = e.what();
     if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);
-    // A failed re-evaluation changed nothing the run had: it keeps its status (a finished run
-    // stays finished, with the files of its last evaluation).
-    if (writer && mode == Mode::kEvalOnly && !previous.state.empty())
+    // A failed re-evaluation (--eval-only, or a resume with nothing left to train) changed nothing
+    // the run had: it keeps its status (a finished run stays finished, with the files of its last
+    // evaluation).
+    if (writer && !previous.state.empty() &&
+        (mode == Mode::kEvalOnly || (mode != Mode::kNew && !trained && previous.state == "finished")))
       write_status(out, previous.state, previous.error, previous.seconds);
     else if (writer)
       write_status(out, "failed", what, before + seconds_since(t0));

@@ -358,9 +358,9 @@ void Trainer::apply_step(const LossTerms& terms, StepRecord& rec, int64_t epoch,
   throw TrainingDiverged(
       fmt::format("training diverged at epoch {} step {}: {} ({} non-finite step{}, {} allowed by "
                   "train.max_nonfinite_steps). The last good state is in {}; resume from it with a lower "
-                  "train.lr (for example {:g}) or another run.seed (nordf-basic --resume {} --lr {:g})",
+                  "train.lr (for example nordf-basic --resume {} --lr {:g})",
                   epoch + 1, step + 1, what, nonfinite, nonfinite == 1 ? "" : "s", options_.max_nonfinite_steps, path,
-                  options_.lr / 10, options_.out_dir, options_.lr / 10),
+                  options_.out_dir, options_.lr / 10),
       path);
 }
 

@@ -135,6 +135,13 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
                       Catch::Contains("data.id_classes = [5,6,7,8,9]"));
   REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"model", {{"no_similarity", true}}}}), E::Mode::kResume),
                       Catch::Contains("model.no_similarity = true"));
+  // ... and its data split: another seed or other fractions would draw the test and validation
+  // images from images it was trained on.
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"run", {{"seed", 99}}}}), E::Mode::kEvalOnly),
+                      Catch::StartsWith("run.seed = 99: the checkpoint ") && Catch::Contains("run.seed = 14"));
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"data", {{"fractions", {0.5, 0.25, 0.25}}}}}),
+                             E::Mode::kResume),
+                      Catch::StartsWith("data.fractions = [0.5,0.25,0.25]: the checkpoint "));
   CHECK(nordf::read_file(out + "/config.json") == config_before);
   CHECK(E::read_status(out).state == "finished");
   // The same classes written as numbers or as strings are the same selection.
@@ -157,6 +164,11 @@ TEST_CASE("a run writes exactly its files and records its status", "[experiment]
                       Catch::Contains("saliency.images 1000"));
   CHECK(E::read_status(out).state == "finished");
   CHECK(E::read_status(out).seconds == finished.seconds);
+  CHECK(nordf::read_file(out + "/ood/metrics.json") == metrics_before);
+  // So does a resume that finds nothing left to train and fails in the evaluation.
+  REQUIRE_THROWS_WITH(E::run(nordf_test::tiny_run_config(out, {{"saliency", {{"images", 1000}}}}), E::Mode::kResume),
+                      Catch::Contains("saliency.images 1000"));
+  CHECK(E::read_status(out).state == "finished");
   CHECK(nordf::read_file(out + "/ood/metrics.json") == metrics_before);
 }
 
