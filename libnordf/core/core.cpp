@@ -80,6 +80,16 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+void require_file(const std::string& path) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (std::filesystem::is_regular_file(st)) return;
+  if (std::filesystem::is_directory(st)) throw std::runtime_error("'" + path + "' is a directory, not a file");
+  if (st.type() == std::filesystem::file_type::not_found) throw std::runtime_error("file '" + path + "' does not exist");
+  if (ec) throw std::runtime_error("cannot read '" + path + "': " + ec.message());
+  throw std::runtime_error("'" + path + "' is not a regular file");
+}
+
 std::string csv_field(const std::string& text) {
   if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
   std::string out = "\"";

@@ -22,6 +22,10 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 /// Reads a whole file. Throws `std::runtime_error` naming the path if it cannot be read.
 std::string read_file(const std::string& path);
 
+/// Throws `std::runtime_error` unless `path` is a regular file (after links): "file '…' does not
+/// exist", "'…' is a directory, not a file", or "'…' is not a regular file".
+void require_file(const std::string& path);
+
 /// One CSV field (RFC 4180): `text` as is, or in double quotes with inner quotes doubled when it
 /// holds a comma, a quote or a line break (set names come from folder names).
 std::string csv_field(const std::string& text);

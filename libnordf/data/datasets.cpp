@@ -215,7 +215,7 @@ std::string inflate_bounded(const std::string& bytes, size_t cap, const std::str
 }
 
 std::string read_maybe_gzip(const std::string& path, size_t cap) {
-  if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
+  require_file(path);
   std::string bytes;
   try {
     bytes = read_file(path);
@@ -292,12 +292,12 @@ std::vector<int64_t> parse_idx_labels(const std::string& bytes, const std::strin
 }
 
 torch::Tensor read_idx_images(const std::string& path, const ReadLimits& limits) {
-  if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
+  require_file(path);
   return parse_idx_images(read_file(path), path, limits);
 }
 
 std::vector<int64_t> read_idx_labels(const std::string& path, const ReadLimits& limits) {
-  if (!fs::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
+  require_file(path);
   return parse_idx_labels(read_file(path), path, limits);
 }
 
@@ -672,7 +672,7 @@ ImageList parse_image_list(const std::string& bytes, const std::string& source, 
 }
 
 ImageList read_image_list(const std::string& mat_path, const ReadLimits& limits) {
-  if (!fs::is_regular_file(mat_path)) throw std::runtime_error("file '" + mat_path + "' does not exist");
+  require_file(mat_path);
   return parse_image_list(read_file(mat_path), mat_path, limits);
 }
 

@@ -118,7 +118,7 @@ struct Element {
 }  // namespace
 
 MatFile MatFile::open(const std::string& path, const ReadLimits& limits) {
-  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("file '" + path + "' does not exist");
+  require_file(path);
   return MatFile(read_file(path), path, limits);
 }
 

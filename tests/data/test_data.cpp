@@ -179,6 +179,11 @@ TEST_CASE("UCI digits far-OOD set reads the CSV", "[data]") {
   REQUIRE(crlf->size() == 2);
   CHECK(crlf->label(0) == 3);
   CHECK(crlf->label(1) == 7);
+  // A folder where the file should be is named as a folder, for every reader of one file.
+  REQUIRE_THROWS_WITH(nordf::read_uci_digits(dir), "'" + dir + "' is a directory, not a file");
+  REQUIRE_THROWS_WITH(nordf::read_idx_images(dir), "'" + dir + "' is a directory, not a file");
+  REQUIRE_THROWS_WITH(nordf::read_image_list(dir), "'" + dir + "' is a directory, not a file");
+  REQUIRE_THROWS_WITH(nordf::read_uci_digits(dir + "/none.csv"), "file '" + dir + "/none.csv' does not exist");
 }
 
 TEST_CASE("ImageFolder layout: stratified split, OOD folders, errors", "[data]") {
