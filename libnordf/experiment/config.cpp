@@ -291,6 +291,9 @@ void validate(const json& c, const std::string& where) {
     }
     if (ids.size() == 1) k.fail("data.id_classes", "needs at least 2 classes");
   }
+  if (!k.at("data.ood_root").get<std::string>().empty() && k.at("data.dataset") != "image-folder")
+    k.fail("data.ood_root", "only the image-folder layout takes a near-OOD folder (data.dataset is " +
+                                k.at("data.dataset").get<std::string>() + ")");
   for (const char* p : {"data.train_per_class", "data.val_per_class", "data.test_per_class", "data.ood_limit"})
     k.integer(p, 0);
   k.numbers("data.fractions", false);
@@ -373,7 +376,7 @@ void validate(const json& c, const std::string& where) {
     const auto& v = k.at("saliency.cam_layer");
     const auto n = as_number(v);
     const bool word = v.is_string() && (v == "auto" || v == "branch_input");
-    if (!word && (!n || *n != std::floor(*n) || *n < -1))
+    if (!word && (!n || *n != std::floor(*n) || *n < 0 || *n > 1e6))
       k.fail("saliency.cam_layer", "expected auto, branch_input or a backbone layer index, got " + shown(v));
   }
   {
@@ -555,19 +558,19 @@ int64_t make_cam_layer(const std::string& config, NordF model) {
   const auto& v = c.at("saliency").at("cam_layer");
   if (v == "auto") return saliency::cam_layer_for(model);
   if (v == "branch_input") return saliency::kBranchInput;
-  const auto layer = static_cast<int64_t>(*as_number(v));
+  const auto layer = static_cast<int64_t>(*as_number(v));  // an integer in [0, 1e6] (validated)
   const int64_t n = model->backbone->num_layers();
-  if (layer != saliency::kBranchInput && (layer < 0 || layer >= n))
+  if (layer >= n)
     throw std::invalid_argument("saliency.cam_layer " + std::to_string(layer) + ": " + model->backbone->backbone_name() +
                                 " has layers 0.." + std::to_string(n - 1) + " (or use branch_input)");
   return layer;
 }
 
-double make_foreground_threshold(const std::string& config) {
+std::optional<double> make_foreground_threshold(const std::string& config) {
   const auto c = checked(config);
   const auto& v = c.at("saliency").at("foreground_threshold");
-  if (v == "off") return 0.0;
-  if (v == "auto") return c.at("data").at("dataset") == "fashion-mnist" ? 0.1 : 0.0;
+  if (v == "off") return std::nullopt;
+  if (v == "auto") return c.at("data").at("dataset") == "fashion-mnist" ? std::optional<double>(0.1) : std::nullopt;
   return *as_number(v);
 }
 

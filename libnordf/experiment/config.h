@@ -14,6 +14,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace nordf::experiment {
@@ -55,8 +56,9 @@ TrainOptions make_train_options(const std::string& config);
 /// backbone lacks.
 int64_t make_cam_layer(const std::string& config, NordF model);
 /// The brightness above which a pixel counts as foreground in the saliency stage's background
-/// measurement; 0 = off. "auto" is 0.1 on Fashion-MNIST, whose background is black, else off.
-double make_foreground_threshold(const std::string& config);
+/// measurement (0: every pixel brighter than black); none = off. "auto" is 0.1 on Fashion-MNIST,
+/// whose background is black, else off.
+std::optional<double> make_foreground_threshold(const std::string& config);
 /// The device named by `name` ("cpu" or "cuda"). Throws `std::runtime_error` if CUDA is asked for
 /// but absent.
 torch::Device make_device(const std::string& name);

@@ -120,8 +120,8 @@ saliency::Report saliency_stage(const json& c, const std::string& config, NordF&
   so.cam_layer = make_cam_layer(config, model);
   so.randomisation = c.at("saliency").at("randomisation").get<bool>();
   so.labels = batch->labels;
-  const double threshold = make_foreground_threshold(config);
-  if (threshold > 0) so.foreground = imagenet_denormalize(batch->images).amax(1, true) > threshold;
+  if (const auto threshold = make_foreground_threshold(config))
+    so.foreground = imagenet_denormalize(batch->images).amax(1, true) > *threshold;
   return saliency::write_report(model, batch->images, batch->targets, (fs::path(out) / "saliency").string(), so);
 }
 

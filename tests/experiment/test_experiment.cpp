@@ -86,6 +86,20 @@ TEST_CASE("validation names the setting and the reason", "[experiment]") {
                       Catch::Contains("3 fractions"));
   REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"cam_layer": "middle"}})")),
                       Catch::Contains("saliency.cam_layer: expected auto, branch_input or a backbone layer index"));
+  // A layer index is 0 or more, named as written; -1 is not a spelling of branch_input.
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"cam_layer": -1}})")),
+                      "config: saliency.cam_layer: expected auto, branch_input or a backbone layer index, got -1");
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"saliency": {"cam_layer": "99999999999999999999"}})")),
+                      Catch::Contains("got \"99999999999999999999\""));
+  // A near-OOD folder is an image-folder setting; the other layouts would ignore it.
+  REQUIRE_THROWS_WITH(E::validate_config(bad(R"({"data": {"ood_root": "/data/near"}})")),
+                      "config: data.ood_root: only the image-folder layout takes a near-OOD folder "
+                      "(data.dataset is fashion-mnist)");
+  // A foreground threshold of 0 measures (every pixel brighter than black is the object); off is off.
+  CHECK(E::make_foreground_threshold(bad(R"({"saliency": {"foreground_threshold": 0}})")) == 0.0);
+  CHECK_FALSE(E::make_foreground_threshold(bad(R"({"saliency": {"foreground_threshold": "off"}})")).has_value());
+  CHECK(E::make_foreground_threshold(bad(R"({"data": {"dataset": "image-folder", "root": "r"}})")) == std::nullopt);
+  CHECK(E::make_foreground_threshold(E::default_config()) == 0.1);
   // Weights whose branch is absent are ignored, not an error.
   REQUIRE_NOTHROW(E::validate_config(bad(R"({"model": {"no_similarity": true, "no_reconstruction": true}})")));
 }
