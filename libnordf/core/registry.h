@@ -35,6 +35,12 @@ class Registry {
     factories_[name] = std::move(factory);
   }
 
+  /// Removes `name`; returns whether it was registered.
+  bool remove(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return factories_.erase(name) != 0;
+  }
+
   /// True if `name` is registered.
   bool contains(const std::string& name) const {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -65,6 +65,21 @@ std::string spread_warning(const torch::Tensor& t, const std::string& what, cons
                      what, sd, scale, readers);
 }
 
+/// A score that is constant over every evaluated image, or varies only by rounding (a KNN over
+/// features that all point one way once normalised, a clamped cosine), while the outputs it reads
+/// may vary: its metrics rank nothing, or noise.
+std::string score_spread_warning(const std::string& method, const std::vector<double>& values) {
+  if (values.size() < 2) return {};
+  const auto [lo, hi] = std::minmax_element(values.begin(), values.end());
+  const double range = *hi - *lo, scale = std::max({1.0, std::abs(*lo), std::abs(*hi)});
+  if (!(range <= 1e-6 * scale)) return {};
+  double mean = 0;
+  for (const double v : values) mean += v / static_cast<double>(values.size());
+  return fmt::format("OOD score '{}' barely varies over the {} evaluated images (range {:.3g} around {:.3g}): its "
+                     "metrics rank rounding noise, or nothing (identical images, or a collapsed model?)",
+                     method, values.size(), range, mean);
+}
+
 std::vector<double> to_vector(const torch::Tensor& t) {
   auto c = t.to(torch::kCPU, torch::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
@@ -264,6 +279,12 @@ Report evaluate(NordF& model, const OpenSetSplit& split, const EvaluatorOptions&
   }
   for (size_t m = 0; m < scores.size(); ++m)
     for (const auto& set : sets) report.scores[names[m]][set.name] = set.per_method[m];
+  for (size_t m = 0; m < scores.size(); ++m) {
+    std::vector<double> all;
+    for (const auto& set : sets) all.insert(all.end(), set.per_method[m].begin(), set.per_method[m].end());
+    const auto w = score_spread_warning(names[m], all);
+    if (!w.empty()) report.warnings.push_back(w);
+  }
   for (size_t m = 0; m < scores.size(); ++m) {
     MethodResult r;
     r.method = names[m];

@@ -370,4 +370,6 @@ std::shared_ptr<Score> make_score(const std::string& name, const ScoreOptions& o
 std::vector<std::string> score_names() { return registry().names(); }
 void register_score(const std::string& name, ScoreFactory factory) { registry().add(name, std::move(factory)); }
 
+bool unregister_score(const std::string& name) { return registry().remove(name); }
+
 }  // namespace nordf::ood

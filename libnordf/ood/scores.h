@@ -102,5 +102,7 @@ std::shared_ptr<Score> make_score(const std::string& name, const ScoreOptions& o
 std::vector<std::string> score_names();
 /// Adds (or replaces) a score under `name`.
 void register_score(const std::string& name, ScoreFactory factory);
+/// Removes a registered score (a built-in too); returns whether `name` was registered.
+bool unregister_score(const std::string& name);
 
 }  // namespace nordf::ood

@@ -237,11 +237,32 @@ TEST_CASE("evaluator scores every method on every set and writes its files", "[o
     same.ood = {{"near", true, flat(10, 2, 3)}};
     o.methods = {"mahalanobis", "energy"};
     auto collapsed = nordf::ood::evaluate(model, same, o);
-    REQUIRE(collapsed.warnings.size() == 2);
+    // Energy's values differ by rounding alone; Mahalanobis's inverse covariance amplifies the
+    // rounding of the features past any fixed tolerance, so the features' warning covers it.
+    REQUIRE(collapsed.warnings.size() == 3);
     CHECK_THAT(collapsed.warnings[0], Catch::Contains("features barely vary over ID train"));
     CHECK_THAT(collapsed.warnings[1], Catch::Contains("logits barely vary over ID train"));
+    CHECK_THAT(collapsed.warnings[2], Catch::StartsWith("OOD score 'energy' barely varies over the 22 evaluated images"));
     const auto cj = nlohmann::json::parse(nordf::read_file(out + "/ood/metrics.json"));
-    CHECK(cj["warnings"].size() == 2);
+    CHECK(cj["warnings"].size() == 3);
+  }
+  // A score that is constant (or varies by rounding) while the outputs it reads vary: a KNN over
+  // features that all point one way after normalisation, a cosine clamped to one value. Its
+  // metrics (AUROC 50 %, or the ranking of rounding noise) are named as meaningless.
+  {
+    struct Flat : nordf::ood::Score {
+      torch::Tensor score(const nordf::ood::Inputs& in) const override {
+        return torch::full({in.size()}, 0.5, torch::kDouble) + 1e-9 * in.logits.select(1, 0).to(torch::kDouble).sign();
+      }
+    };
+    nordf::ood::register_score("flat_test", [](const nordf::ood::ScoreOptions&) { return std::make_shared<Flat>(); });
+    o.methods = {"flat_test", "energy"};
+    auto flat = nordf::ood::evaluate(model, split, o);
+    REQUIRE(flat.warnings.size() == 1);
+    CHECK_THAT(flat.warnings[0], Catch::StartsWith("OOD score 'flat_test' barely varies over the 22 evaluated images "
+                                                   "(range ") &&
+                                     Catch::Contains(" around 0.5)"));
+    nordf::ood::unregister_score("flat_test");
   }
 
   // A model whose features are not finite (NaN weights, a diverged run) is named as the cause,
