@@ -26,8 +26,8 @@ std::string fmt_phase(const PhaseStats& s) {
 
 void print_saliency(const saliency::Report& report, int64_t images) {
   const auto [cam_h, cam_w] = report.cam_resolution;
-  fmt::print("\nSaliency on {} ID test images (Grad-CAM at {}x{}): deletion AUC (lower is better) / insertion AUC "
-             "(higher) / randomisation correlation (lower = depends on the weights)\n",
+  fmt::print("\nSaliency on {} ID test images (Grad-CAM at {}x{}): deletion AUC / insertion AUC (which is better "
+             "depends on the branch, below) / randomisation correlation (lower = depends on the weights)\n",
              images, cam_h, cam_w);
   const bool bg = std::isfinite(report.background_area);
   if (bg)
@@ -35,7 +35,8 @@ void print_saliency(const saliency::Report& report, int64_t images) {
                "content-blind map would score\n",
                100 * report.background_area);
   for (const auto& branch : report.scores) {
-    fmt::print("  {}:\n", branch.first);
+    fmt::print("  {} — more faithful: {}\n", branch.first,
+               saliency::describe(saliency::faithful_direction(branch.first)));
     for (const auto& m : branch.second) {
       fmt::print("    {:<22} del {:9.4f}  ins {:9.4f}  rand {:6.3f}", m.first, m.second.deletion_auc,
                  m.second.insertion_auc, m.second.randomisation_correlation);

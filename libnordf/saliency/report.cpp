@@ -12,6 +12,26 @@
 
 namespace nordf::saliency {
 
+Faithful faithful_direction(const std::string& branch) {
+  if (branch == "classification") return Faithful::kLowerDeletion;
+  if (branch == "reconstruction") return Faithful::kHigherDeletion;
+  if (branch == "similarity") return Faithful::kMixed;
+  throw std::invalid_argument("faithful_direction: unknown branch '" + branch +
+                              "' (classification, similarity or reconstruction)");
+}
+
+std::string describe(Faithful direction) {
+  switch (direction) {
+    case Faithful::kLowerDeletion:
+      return "lower deletion AUC, higher insertion AUC (the target is evidence, which deletion lowers)";
+    case Faithful::kHigherDeletion:
+      return "higher deletion AUC, lower insertion AUC (the target is an error, which deletion raises)";
+    case Faithful::kMixed:
+      break;
+  }
+  return "no one direction over mixed same- and different-class pairs; compare by_pair (lower deletion AUC)";
+}
+
 Report write_report(NordF model, const torch::Tensor& images, const torch::Tensor& targets, const std::string& dir,
                     const ReportOptions& o) {
   namespace fs = std::filesystem;
@@ -183,7 +203,9 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
       "the removed/inserted pixel fraction in [0, 1]; randomisation: Spearman correlation of |maps| between the trained "
       "and a re-initialised model; background_mass: mean share of |map| on pixels outside the foreground masks, "
       "to compare with background_area (null without masks); similarity by_pair (with labels): curves over "
-      "different-class pairs for d and over same-class pairs for 1 - d, so lower deletion AUC is better in both";
+      "different-class pairs for d and over same-class pairs for 1 - d, so lower deletion AUC is better in both; "
+      "faithful: which way a faithful map moves each branch's AUCs";
+  for (const auto& branch : report.scores) metrics["faithful"][branch.first] = describe(faithful_direction(branch.first));
   const auto mpath = (fs::path(dir) / "metrics.json").string();
   write_file_atomic(mpath, metrics.dump(2) + "\n");
   report.files.push_back(mpath);

@@ -59,6 +59,24 @@ struct MethodScores {
   PairGroupScores same_pairs, different_pairs;
 };
 
+/// Which way a faithful map moves a branch's deletion and insertion AUCs.
+enum class Faithful {
+  /// Evidence (a class logit): deleting what the map ranks first lowers it fastest, so a lower
+  /// deletion AUC and a higher insertion AUC are more faithful.
+  kLowerDeletion,
+  /// An error (the reconstruction's): deleting its causes raises it fastest, so a higher deletion
+  /// AUC and a lower insertion AUC are more faithful.
+  kHigherDeletion,
+  /// The similarity branch's d over mixed pairs: d is evidence for different-class pairs and
+  /// 1 − d for same-class ones, so the mean has no one direction (compare `by_pair`).
+  kMixed,
+};
+/// The direction of a branch of the report ("classification", "similarity", "reconstruction");
+/// `std::invalid_argument` for another name.
+Faithful faithful_direction(const std::string& branch);
+/// That direction in words, as metrics.json's "faithful" and the apps print it.
+std::string describe(Faithful direction);
+
 /// What `write_report` computed and wrote.
 struct Report {
   /// branch ("classification", "similarity", "reconstruction") → method → scores.
@@ -84,7 +102,7 @@ struct Report {
 /// (rows: images; columns: the image, then one overlay per method) and `metrics.json`
 /// (deletion/insertion AUC, randomisation correlation and, with foreground masks, background mass
 /// per branch and method, and with labels the similarity branch's curves per pair type; the CAM
-/// layer and its resolution). Files are
+/// layer and its resolution; per branch, which way a faithful map moves the AUCs). Files are
 /// written atomically. Throws `std::invalid_argument` on an odd or empty batch, or
 /// foreground masks or labels of another size.
 Report write_report(NordF model, const torch::Tensor& images, const torch::Tensor& targets, const std::string& dir,

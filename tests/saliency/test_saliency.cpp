@@ -381,6 +381,14 @@ TEST_CASE("the saliency report writes overlays, montages and metrics for both br
   CHECK(j["reconstruction"]["gradcam"]["insertion_curve"].size() == 6);
   CHECK(j["cam_layer"] == 1);
   CHECK(j["cam_resolution"] == nlohmann::json::array({8, 8}));
+  // Which way a faithful map moves each branch's areas: an error (reconstruction) rises as its
+  // causes are deleted, evidence (a logit) falls; mixed pair types have no one direction.
+  CHECK(nordf::saliency::faithful_direction("classification") == nordf::saliency::Faithful::kLowerDeletion);
+  CHECK(nordf::saliency::faithful_direction("reconstruction") == nordf::saliency::Faithful::kHigherDeletion);
+  CHECK(nordf::saliency::faithful_direction("similarity") == nordf::saliency::Faithful::kMixed);
+  CHECK_THAT(j["faithful"]["reconstruction"].get<std::string>(), Catch::StartsWith("higher deletion AUC"));
+  CHECK_THAT(j["faithful"]["classification"].get<std::string>(), Catch::StartsWith("lower deletion AUC"));
+  CHECK_THAT(j["faithful"]["similarity"].get<std::string>(), Catch::Contains("by_pair"));
   CHECK(spatial_std(r.maps.at("classification").at("gradcam")) > 0);
   CHECK(j["background_area"].is_null());
   CHECK(j["classification"]["gradient"]["background_mass"].is_null());
