@@ -154,6 +154,9 @@ ConfigFlags::ConfigFlags(CLI::App& app, const std::vector<std::string>& skip) {
   flag<std::string>(s, "--perceptual-network", "/train/perceptual_network", "perceptual feature network", member(backbone_names()));
   flag<std::vector<int64_t>>(s, "--perceptual-layers", "/train/perceptual_layers", "perceptual layer indices");
   flag<std::string>(s, "--perceptual-weights", "/train/perceptual_weights", "perceptual network weights file");
+  flag<std::string>(s, "--perceptual-distance", "/train/perceptual_distance",
+                    "distance between perceptual features: l1, mse or huber (--huber-delta)",
+                    member({"huber", "l1", "mse"}));
   flag<std::string>(s, "--grl-schedule", "/train/grl_schedule", "GRL weight schedule", member({"constant", "linear", "dann", "step"}));
   flag<double>(s, "--grl-weight", "/train/grl_weight", "GRL weight (final value of the schedule)");
   flag<int64_t>(s, "--checkpoint-every", "/train/checkpoint_every", "checkpoint every N epochs");

@@ -73,6 +73,7 @@ json defaults() {
         {"perceptual_layers", {3, 8, 15, 22}},
         {"perceptual_layer_weights", json::array()},
         {"perceptual_weights", ""},
+        {"perceptual_distance", "l1"},
         {"grl_schedule", "dann"},
         {"grl_weight", 0.01},
         {"checkpoint_every", 1}}},
@@ -351,6 +352,7 @@ void validate(const json& c, const std::string& where) {
   k.numbers("train.perceptual_layers", true);
   k.numbers("train.perceptual_layer_weights", false);
   k.word("train.perceptual_weights");
+  k.word("train.perceptual_distance", {"huber", "l1", "mse"});
   k.word("train.grl_schedule", {"constant", "linear", "dann", "step"});
   k.number("train.grl_weight", 0, 1e6);
   k.integer("train.checkpoint_every", 0);
@@ -488,7 +490,9 @@ std::shared_ptr<ReconstructionLoss> make_recon_loss(const std::string& config, c
   spec.delta = t.at("huber_delta").get<double>();
   spec.perceptual.network(t.at("perceptual_network").get<std::string>())
       .layers(t.at("perceptual_layers").get<std::vector<int64_t>>())
-      .layer_weights(t.at("perceptual_layer_weights").get<std::vector<double>>());
+      .layer_weights(t.at("perceptual_layer_weights").get<std::vector<double>>())
+      .distance(parse_distance(t.at("perceptual_distance").get<std::string>()))
+      .delta(spec.delta);
   const auto name = t.at("recon_loss").get<std::string>();
   if (name == "perceptual") {
     auto net = make_backbone(spec.perceptual.network());

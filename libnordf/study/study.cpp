@@ -184,7 +184,8 @@ Spec builtin(const std::string& name) {
   }
   if (name == "full") {
     s.description =
-        "Every question of the seed note: the required points; reconstruction loss L1 vs MSE vs Huber vs perceptual; "
+        "Every question of the seed note: the required points; reconstruction loss L1 vs MSE vs Huber vs perceptual, "
+        "and L1 vs MSE between perceptual features; cosine vs Euclidean similarity; "
         "backbone ConvNeXt V2 vs VGG16 vs ViT-Tiny; batch norm vs group norm at batch 2 and at the default batch; GRL weight 0 "
         "vs the default vs a larger value with a ramp; on two Fashion-MNIST splits with 3 seeds and the default "
         "per-run budget.";
@@ -195,6 +196,11 @@ Spec builtin(const std::string& name) {
         // pretrained file with train.perceptual_weights for the loss the literature means.
         {"recon-perceptual", R"({"model": {"recon_size": 32}, "train": {"recon_loss": "perceptual",
                                  "perceptual_network": "vgg16", "perceptual_layers": [3, 8]}})"},
+        // The seed note: "L1 is better than MSE for a perceptual loss".
+        {"recon-perceptual-mse", R"({"model": {"recon_size": 32}, "train": {"recon_loss": "perceptual",
+                                     "perceptual_network": "vgg16", "perceptual_layers": [3, 8],
+                                     "perceptual_distance": "mse"}})"},
+        {"similarity-euclidean", R"({"model": {"similarity": "euclidean"}})"},
         {"backbone-vgg16", R"({"model": {"backbone": "vgg16"}})"},
         // Transformers from scratch want AdamW with weight decay and a warm-up (DeiT's recipe,
         // scaled to this budget); 32 px gives a 2×2 token grid at patch 16.

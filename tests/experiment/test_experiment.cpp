@@ -1,3 +1,4 @@
+#include <libnordf/backbone/backbone.h>
 #include <libnordf/core/io.h>
 #include <libnordf/data/image.h>
 #include <libnordf/experiment/experiment.h>
@@ -57,6 +58,32 @@ TEST_CASE("merging checks keys and JSON types and names where they came from", "
   REQUIRE_THROWS_WITH(E::merge_config(d, deep, "f.json"),
                       "f.json: not valid JSON: arrays and objects are nested more than 512 deep");
   CHECK(json::parse(E::merge_config(d, R"({"saliency": {"cam_layer": 3}})", "x"))["saliency"]["cam_layer"] == 3);
+}
+
+TEST_CASE("train.perceptual_distance picks the perceptual loss's distance", "[experiment][loss]") {
+  // The seed note asks whether L1 beats MSE inside a perceptual loss: the distance is a setting.
+  const auto config = [](const char* distance) {
+    return E::merge_config(E::default_config(),
+                           std::string(R"({"train": {"recon_loss": "perceptual", "perceptual_network": "convnextv2_atto",
+                                           "perceptual_layers": [1], "huber_delta": 0.5, "perceptual_distance": ")") +
+                               distance + "\"}}",
+                           "p");
+  };
+  torch::manual_seed(3);
+  const auto x = torch::rand({2, 3, 32, 32}), y = torch::rand({2, 3, 32, 32});
+  for (const auto& [name, kind] : std::vector<std::pair<const char*, nordf::Distance>>{
+           {"l1", nordf::Distance::kL1}, {"mse", nordf::Distance::kMSE}, {"huber", nordf::Distance::kHuber}}) {
+    INFO(name);
+    torch::manual_seed(1);  // the network's random initialisation, the same for both
+    auto from_config = E::make_recon_loss(config(name), {});
+    torch::manual_seed(1);
+    nordf::PerceptualLoss direct(nordf::make_backbone("convnextv2_atto"),
+                                 nordf::PerceptualLossOptions().network("convnextv2_atto").layers({1}).distance(kind).delta(0.5));
+    const double a = from_config->forward(x, y).item<double>(), b = direct.forward(x, y).item<double>();
+    CHECK(a == Approx(b).epsilon(1e-6));
+  }
+  REQUIRE_THROWS_WITH(E::validate_config(config("cosine")),
+                      "config: train.perceptual_distance: 'cosine' is not one of huber, l1, mse");
 }
 
 TEST_CASE("validation names the setting and the reason", "[experiment]") {

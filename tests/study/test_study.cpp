@@ -368,9 +368,22 @@ TEST_CASE("the built-in studies are valid and hold the required points", "[study
   auto full = S::builtin("full");
   std::set<std::string> points;
   for (const auto& p : full.points) points.insert(p.name);
-  for (const char* p : {"recon-perceptual", "backbone-vgg16", "backbone-vit-tiny", "norm-batch", "norm-batch-b2",
-                        "norm-group-b2", "grl-0", "grl-0.1-ramp"})
+  for (const char* p : {"recon-perceptual", "recon-perceptual-mse", "similarity-euclidean", "backbone-vgg16",
+                        "backbone-vit-tiny", "norm-batch", "norm-batch-b2", "norm-group-b2", "grl-0", "grl-0.1-ramp"})
     CHECK(points.count(p));
+  // The perceptual pair differs in the distance alone, so the comparison answers L1 vs MSE.
+  for (const auto& id : S::runs(full)) {
+    if (id.point != "recon-perceptual-mse" || id.seed != 14 || id.split != "fmnist-0-4") continue;
+    auto mse = json::parse(S::run_config(full, id, "out"));
+    auto l1_id = id;
+    l1_id.point = "recon-perceptual";
+    auto l1 = json::parse(S::run_config(full, l1_id, "out"));
+    CHECK(mse["train"]["perceptual_distance"] == "mse");
+    CHECK(l1["train"]["perceptual_distance"] == "l1");
+    mse["train"]["perceptual_distance"] = "l1";
+    mse["run"]["out"] = l1["run"]["out"];
+    CHECK(mse == l1);
+  }
   // Flags change the base of every point; a point's own overrides still win.
   auto quick = S::builtin("quick");
   S::override_base(quick, R"({"train": {"epochs": 1, "recon_loss": "mse"}})", "flags");
