@@ -315,7 +315,7 @@ Status read_status(const std::string& out) {
 Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   const auto t0 = std::chrono::steady_clock::now();
   validate_config(config_text, "config");
-  const json c = json::parse(config_text);
+  json c = json::parse(config_text);
   Result result;
   result.config = c.dump(2);
   result.out = c.at("run").at("out").get<std::string>();
@@ -331,6 +331,26 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
   if ((mode == Mode::kResume || mode == Mode::kEvalOnly) && !has_checkpoint)
     throw std::runtime_error("'" + out + "' holds no checkpoint to resume (" + latest + " is missing)");
   if (mode != Mode::kNew) check_resumable(c, latest);
+  // An evaluation without training evaluates the network as its checkpoint trained it: the loss
+  // weights that say which parts are untrained (and whose scores are skipped) are the checkpoint's.
+  std::vector<std::string> kept_lambdas;
+  if (mode == Mode::kEvalOnly) {
+    try {
+      const json saved = parse_json(checkpoint_config(latest));
+      for (const char* key : {"lambda_sim", "lambda_cls", "lambda_rec"}) {
+        const auto& was = saved.at("train").at(key);
+        if (was.get<double>() != c.at("train").at(key).get<double>()) {
+          kept_lambdas.push_back(fmt::format("train.{} = {} kept from the checkpoint (given: {}): --eval-only does not "
+                                             "train, so the checkpoint's loss weights say which parts were trained",
+                                             key, was.dump(), c.at("train").at(key).dump()));
+          c["train"][key] = was;
+        }
+      }
+    } catch (const std::exception&) {
+      // An unreadable checkpoint configuration is reported when the checkpoint loads.
+    }
+    result.config = c.dump(2);
+  }
 
   // Data parallel when launched as one of several ranks: the rendezvous comes first, before any
   // rank looks at or writes into OUT. Rank 0 does all the writing; the others only train.
@@ -368,6 +388,7 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
       log(fmt::format("warning: {} threads × {} process(es) on this machine's {} hardware threads oversubscribe it; "
                       "steps will be slower than with run.threads = 0 (one share of the cores each)",
                       torch::get_num_threads(), env.local_world_size, cores));
+    for (const auto& note : kept_lambdas) log("note: " + note);
     result.split = make_split(result.config);
     auto& split = result.split;
     log(describe_split(split));

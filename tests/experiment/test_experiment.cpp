@@ -251,6 +251,14 @@ TEST_CASE("a cross-entropy-only run has no decoder and skips the reconstruction 
                    E::Mode::kNew);
   REQUIRE(r2.report.methods.size() == 1);
   CHECK(r2.report.methods[0].method == "nordf_recon");
+  // Re-evaluated with other loss weights, it is still the network that was trained: the
+  // checkpoint's weights decide what is untrained, not the command line's.
+  auto again = E::run(nordf_test::tiny_run_config(out2, json::parse(R"({"model": {"no_similarity": true},
+                                                                       "train": {"lambda_cls": 1}})")),
+                      E::Mode::kEvalOnly);
+  REQUIRE(again.report.methods.size() == 1);
+  CHECK(again.report.methods[0].method == "nordf_recon");
+  CHECK(json::parse(again.config)["train"]["lambda_cls"] == 0);
 }
 
 TEST_CASE("a failure is recorded in run.json and the error is rethrown", "[experiment]") {
