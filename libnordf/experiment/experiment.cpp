@@ -104,6 +104,15 @@ void write_status(const std::string& out, const std::string& state, const std::s
   write_file_atomic((fs::path(out) / "run.json").string(), j.dump(2) + "\n");
 }
 
+/// The saliency report's branches, each with the loss weight that trains it.
+constexpr std::pair<const char*, const char*> kBranchLambdas[] = {
+    {"classification", "lambda_cls"}, {"similarity", "lambda_sim"}, {"reconstruction", "lambda_rec"}};
+
+bool has_branch(NordF& model, const std::string& branch) {
+  return branch == "classification" || (branch == "similarity" && model->has_similarity()) ||
+         (branch == "reconstruction" && model->has_reconstruction());
+}
+
 saliency::Report saliency_stage(const json& c, const std::string& config, NordF& model, const OpenSetSplit& split,
                                 const std::string& out) {
   const int64_t n = c.at("saliency").at("images").get<int64_t>();
@@ -120,6 +129,9 @@ saliency::Report saliency_stage(const json& c, const std::string& config, NordF&
   so.cam_layer = make_cam_layer(config, model);
   so.randomisation = c.at("saliency").at("randomisation").get<bool>();
   so.labels = batch->labels;
+  // A branch whose loss weight was 0 is untrained: its maps would explain random weights.
+  for (const auto& [branch, lambda] : kBranchLambdas)
+    if (c.at("train").at(lambda).get<double>() > 0) so.branches.push_back(branch);
   if (const auto threshold = make_foreground_threshold(config))
     so.foreground = imagenet_denormalize(batch->images).amax(1, true) > *threshold;
   return saliency::write_report(model, batch->images, batch->targets, (fs::path(out) / "saliency").string(), so);
@@ -492,6 +504,9 @@ Result run(const std::string& config_text, Mode mode, const Hooks& hooks) {
     if (c.at("saliency").at("images").get<int64_t>() > 0) {
       const auto ts = std::chrono::steady_clock::now();
       result.saliency = saliency_stage(c, result.config, model, split, out);
+      for (const auto& [branch, lambda] : kBranchLambdas)
+        if (c.at("train").at(lambda).get<double>() == 0 && has_branch(model, branch))
+          log(fmt::format("note: saliency of the {} branch skipped: it was not trained ({} = 0)", branch, lambda));
       for (const auto& s : result.saliency.skipped) log("note: saliency method " + s.first + " skipped: " + s.second);
       log(fmt::format("saliency: {:.1f} s", seconds_since(ts)));
     }

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -48,6 +49,9 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
   if (o.labels.defined() && (o.labels.dim() != 1 || o.labels.size(0) != images.size(0)))
     throw std::invalid_argument("saliency report: expected " + std::to_string(images.size(0)) +
                                 " labels, one per image, got " + c10::str(o.labels.sizes()));
+  for (const auto& b : o.branches)
+    if (b != "classification" && b != "similarity" && b != "reconstruction")
+      throw std::invalid_argument("write_report: unknown branch '" + b + "' (classification, similarity or reconstruction)");
   // Every registered method that applies to this backbone by default; a method asked for by name
   // that does not apply is an error, before any work.
   std::vector<std::string> names;
@@ -106,12 +110,16 @@ Report write_report(NordF model, const torch::Tensor& images, const torch::Tenso
     torch::NoGradGuard g;
     predicted = model->encode(x).logits.argmax(1);
   }
+  const auto wanted = [&](const std::string& branch) {
+    return o.branches.empty() || std::find(o.branches.begin(), o.branches.end(), branch) != o.branches.end();
+  };
   auto targets_for = [&](NordF& m) {
     const int64_t layer = o.cam_layer;
-    std::vector<std::pair<std::string, std::shared_ptr<Target>>> t{
-        {"classification", class_target(m, predicted, false, layer)}};
-    if (m->has_similarity()) t.emplace_back("similarity", dissimilarity_target(m, partners, layer));
-    if (m->has_reconstruction()) t.emplace_back("reconstruction", reconstruction_target(m, targets.to(device), layer));
+    std::vector<std::pair<std::string, std::shared_ptr<Target>>> t;
+    if (wanted("classification")) t.emplace_back("classification", class_target(m, predicted, false, layer));
+    if (m->has_similarity() && wanted("similarity")) t.emplace_back("similarity", dissimilarity_target(m, partners, layer));
+    if (m->has_reconstruction() && wanted("reconstruction"))
+      t.emplace_back("reconstruction", reconstruction_target(m, targets.to(device), layer));
     return t;
   };
   auto trained_targets = targets_for(model);

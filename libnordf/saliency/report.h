@@ -18,6 +18,9 @@ namespace nordf::saliency {
 /// Options of `write_report`.
 struct ReportOptions {
   std::vector<std::string> methods;  ///< empty = every registered method that applies to the backbone
+  /// Branches to explain ("classification", "similarity", "reconstruction"); empty = every branch
+  /// the model has. A listed branch the model lacks is left out.
+  std::vector<std::string> branches;
   MethodOptions method_options;
   CurveOptions curve;
   /// The layer every target is split at, i.e. what Grad-CAM and Grad-CAM++ explain: kBranchInput

@@ -251,6 +251,10 @@ TEST_CASE("a cross-entropy-only run has no decoder and skips the reconstruction 
                    E::Mode::kNew);
   REQUIRE(r2.report.methods.size() == 1);
   CHECK(r2.report.methods[0].method == "nordf_recon");
+  // ... and the saliency stage explains only what was trained.
+  CHECK(fs::exists(out2 + "/saliency/reconstruction"));
+  CHECK_FALSE(fs::exists(out2 + "/saliency/classification"));
+  CHECK(r2.saliency.scores.count("classification") == 0);
   // Re-evaluated with other loss weights, it is still the network that was trained: the
   // checkpoint's weights decide what is untrained, not the command line's.
   auto again = E::run(nordf_test::tiny_run_config(out2, json::parse(R"({"model": {"no_similarity": true},

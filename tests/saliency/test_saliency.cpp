@@ -392,6 +392,19 @@ TEST_CASE("the saliency report writes overlays, montages and metrics for both br
   CHECK(spatial_std(r.maps.at("classification").at("gradcam")) > 0);
   CHECK(j["background_area"].is_null());
   CHECK(j["classification"]["gradient"]["background_mass"].is_null());
+  // Chosen branches only (the apps leave out a branch whose loss weight was 0: it is untrained).
+  {
+    auto only = o;
+    only.branches = {"reconstruction"};
+    only.randomisation = false;
+    const auto one = nordf::saliency::write_report(model, images, targets, dir + "/only", only);
+    CHECK(one.scores.size() == 1);
+    CHECK(one.scores.count("reconstruction") == 1);
+    CHECK_FALSE(std::filesystem::exists(dir + "/only/classification-montage.png"));
+    only.branches = {"decoder"};
+    REQUIRE_THROWS_WITH(nordf::saliency::write_report(model, images, targets, dir + "/only", only),
+                        "write_report: unknown branch 'decoder' (classification, similarity or reconstruction)");
+  }
   // With foreground masks: each map's share of mass on the background, next to its area.
   o.methods = {"gradient"};
   o.randomisation = false;
