@@ -63,7 +63,11 @@ struct Result {
 ///    "failed" with the error), the
 ///    wall time summed over every call, and the library, LibTorch and thread configuration.
 /// Scores whose branch the configuration leaves out or untrained (λ = 0) are skipped and listed
-/// in metrics.json with the reason.
+/// in metrics.json with the reason; so are such branches' saliency maps. A resume (kResume,
+/// kEvalOnly) keeps the checkpoint's model, ID classes and data split (model.*, data.dataset,
+/// data.id_classes, data.fractions, run.seed: another value is refused); kEvalOnly also keeps its
+/// loss weights (train.lambda_*), which say what was trained. A failed evaluation that trained
+/// nothing leaves a finished run finished.
 ///
 /// Launched as one rank of several (`dist::environment()`: RANK/WORLD_SIZE/MASTER_ADDR/…, or
 /// SLURM's variables), the run trains data-parallel over a `dist::ProcessGroup` (rendezvous first,
